@@ -1,0 +1,313 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { readFileSync, realpathSync, statSync } from 'node:fs';
+import { extname, isAbsolute, resolve } from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import type { z } from 'zod';
+import type { AllowedPath, ExecPolicy, PolicyRule } from '../policy/types.js';
+import {
+  AgentSettingsInputSchema,
+  BUILTIN_AGENT_DEFAULTS,
+  ConfigFileSchema,
+  ResolvedAgentSettingsSchema,
+  type ConfigFile,
+  type ResolvedAgentSettings,
+  type Role,
+} from './schema.js';
+
+export class ConfigError extends Error {
+  readonly code = 'EXECGATE_CONFIG';
+  constructor(readonly problems: string[]) {
+    super(`invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+  }
+}
+
+export interface SandboxSettings {
+  image: string;
+  runtime: string;
+  network: string;
+  memoryMb: number;
+  cpus: number;
+  pidsLimit: number;
+  tmpfsMb: number;
+  timeoutMs: number;
+  maxOutputBytes: number;
+  /** Resolved "uid:gid", never root. */
+  user: string;
+  pool: { size: number; maxIdleMs: number };
+}
+
+export interface RuleExample {
+  name: string;
+  pattern: RegExp;
+  match?: string[] | undefined;
+  notMatch?: string[] | undefined;
+}
+
+export interface TeamConfig {
+  name: string;
+  policy: ExecPolicy;
+  sandbox: SandboxSettings;
+  ruleExamples: RuleExample[];
+}
+
+export interface AuthToken {
+  /** sha256 of the token; tokens are compared by digest in constant time. */
+  digest: Buffer;
+  /** The team the token acts for; admin tokens may act for and see every team. */
+  team: string;
+  roles: ReadonlySet<Role>;
+  name: string;
+}
+
+export interface AppConfig {
+  source: string;
+  gateway: {
+    host: string;
+    port: number;
+    bodyLimitBytes: number;
+    trustProxy: boolean;
+    auth: { enabled: boolean; tokens: AuthToken[] };
+  };
+  teams: Record<string, TeamConfig>;
+  approvals: { timeoutMs: number; webhookUrl?: string | undefined };
+  store: { path: string };
+  reaper: { intervalMs: number };
+  /** Set when the embedded default generated a token: printed once at start-up. */
+  generatedToken?: string;
+}
+
+export const DEFAULT_TEAM = 'default';
+
+export interface LoadOptions {
+  /** Directory relative paths in the file are resolved against (the file's directory, or the cwd). */
+  baseDir?: string;
+  env?: NodeJS.ProcessEnv;
+  /** Checks rules' examples (needs the policy engine); returns problems. */
+  checkRuleExamples?: (rules: RuleExample[]) => string[];
+}
+
+export function sha256(text: string): Buffer {
+  return createHash('sha256').update(text, 'utf8').digest();
+}
+
+function formatZodIssues(error: z.ZodError, prefix = ''): string[] {
+  return error.issues.map((issue) => {
+    const path = [prefix, ...issue.path.map(String)].filter(Boolean).join('.');
+    return `${path || '(root)'}: ${issue.message}`;
+  });
+}
+
+/** Deep merge of plain objects; arrays and scalars of `over` replace those of `base`. */
+export function mergeSettings<T>(base: T, over: unknown): T {
+  if (over === undefined) return base;
+  if (!isPlainObject(base) || !isPlainObject(over)) return over as T;
+  const out: Record<string, unknown> = { ...base };
+  for (const [key, value] of Object.entries(over)) {
+    out[key] = mergeSettings((base as Record<string, unknown>)[key], value);
+  }
+  return out as T;
+}
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+export function readConfigFile(path: string): unknown {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new ConfigError([`${path}: cannot read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`]);
+  }
+  try {
+    return extname(path) === '.json' ? JSON.parse(text) : parseYaml(text);
+  } catch (err) {
+    throw new ConfigError([`${path}: not valid ${extname(path) === '.json' ? 'JSON' : 'YAML/JSON'}: ${(err as Error).message}`]);
+  }
+}
+
+export function loadConfigFile(path: string, options: Omit<LoadOptions, 'baseDir'> = {}): AppConfig {
+  const abs = resolve(path);
+  const raw = readConfigFile(abs);
+  return resolveConfig(raw ?? {}, { ...options, baseDir: resolve(abs, '..') }, abs);
+}
+
+/** The configuration used when no file is given (SPEC §1). */
+export function embeddedDefaultConfig(options: LoadOptions & { cwd: string }): AppConfig {
+  const token = randomBytes(24).toString('base64url');
+  const raw = {
+    gateway: { host: '127.0.0.1', port: 8787, auth: { enabled: true, token } },
+    agents: { defaults: { toolPolicies: { exec: { allowedPaths: [options.cwd] } } } },
+  };
+  const config = resolveConfig(raw, { ...options, baseDir: options.cwd }, '(embedded default)');
+  config.generatedToken = token;
+  return config;
+}
+
+export function resolveConfig(raw: unknown, options: LoadOptions, source: string): AppConfig {
+  const env = options.env ?? process.env;
+  const baseDir = options.baseDir ?? process.cwd();
+  const parsed = ConfigFileSchema.safeParse(raw);
+  if (!parsed.success) throw new ConfigError(formatZodIssues(parsed.error));
+  const file: ConfigFile = parsed.data;
+  const problems: string[] = [];
+
+  const teamNames = [DEFAULT_TEAM, ...Object.keys(file.agents.teams).filter((t) => t !== DEFAULT_TEAM)];
+  const teams: Record<string, TeamConfig> = {};
+  for (const name of teamNames) {
+    const prefix = name === DEFAULT_TEAM && !file.agents.teams[DEFAULT_TEAM] ? 'agents.defaults' : `agents.teams.${name}`;
+    let merged = mergeSettings<unknown>(structuredClone(BUILTIN_AGENT_DEFAULTS), file.agents.defaults);
+    merged = mergeSettings(merged, file.agents.teams[name]);
+    const settings = ResolvedAgentSettingsSchema.safeParse(merged);
+    if (!settings.success) {
+      problems.push(...formatZodIssues(settings.error, prefix));
+      continue;
+    }
+    const team = resolveTeam(name, settings.data, baseDir, prefix, problems);
+    if (team) teams[name] = team;
+  }
+
+  const tokens = resolveTokens(file, env, problems);
+  const auth = { enabled: file.gateway.auth.enabled, tokens };
+  if (auth.enabled && tokens.length === 0) {
+    problems.push('gateway.auth: auth is enabled but no token is configured (set gateway.auth.token or gateway.auth.tokens)');
+  }
+  if (!auth.enabled && !isLoopback(file.gateway.host)) {
+    problems.push(`gateway.host: "${file.gateway.host}" is not a loopback address; refusing to listen there with gateway.auth.enabled false`);
+  }
+  for (const t of file.gateway.auth.tokens) {
+    if (t.team && !teams[t.team] && !problems.some((p) => p.startsWith(`agents.teams.${t.team}`))) {
+      problems.push(`gateway.auth.tokens: team "${t.team}" is not defined under agents.teams`);
+    }
+  }
+
+  if (options.checkRuleExamples) {
+    for (const team of Object.values(teams)) problems.push(...options.checkRuleExamples(team.ruleExamples).map((p) => `agents.teams.${team.name}: ${p}`));
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+
+  return {
+    source,
+    gateway: { host: file.gateway.host, port: file.gateway.port, bodyLimitBytes: file.gateway.bodyLimitBytes, trustProxy: file.gateway.trustProxy, auth },
+    teams,
+    approvals: { timeoutMs: file.approvals.timeoutMs, webhookUrl: file.approvals.webhookUrl },
+    store: { path: resolve(baseDir, file.store.path) },
+    reaper: file.reaper,
+  };
+}
+
+function resolveTeam(name: string, s: ResolvedAgentSettings, baseDir: string, prefix: string, problems: string[]): TeamConfig | undefined {
+  const exec = s.toolPolicies.exec;
+  const before = problems.length;
+  const allowedPaths: AllowedPath[] = [];
+  exec.allowedPaths.forEach((entry, i) => {
+    const given = typeof entry === 'string' ? entry : entry.path;
+    const readOnly = typeof entry === 'string' ? false : entry.readOnly;
+    const where = `${prefix}.toolPolicies.exec.allowedPaths.${i}`;
+    const abs = isAbsolute(given) ? given : resolve(baseDir, given);
+    let real: string;
+    try {
+      // Resolved once, here: the policy and the mounts use the real path, so a symlink swapped later cannot
+      // redirect a mount, and the path the agent knows is the one mounted.
+      real = realpathSync(abs);
+    } catch {
+      problems.push(`${where}: "${given}" does not exist`);
+      return;
+    }
+    if (!statSync(real).isDirectory()) {
+      problems.push(`${where}: "${given}" is not a directory`);
+      return;
+    }
+    if (real === '/') {
+      problems.push(`${where}: the host root "/" cannot be an allowed path`);
+      return;
+    }
+    allowedPaths.push({ path: real, readOnly });
+  });
+
+  const rules: PolicyRule[] = exec.rules.map((r) => ({ name: r.name, pattern: new RegExp(r.pattern), action: r.action, enabled: r.enabled, source: 'config' as const }));
+  const ruleExamples: RuleExample[] = exec.rules
+    .filter((r) => r.match || r.notMatch)
+    .map((r) => ({ name: r.name, pattern: new RegExp(r.pattern), match: r.match, notMatch: r.notMatch }));
+
+  const user = resolveUser(s.sandbox.user, allowedPaths[0]?.path, `${prefix}.sandbox.user`, problems);
+  if (problems.length > before) return undefined;
+  return {
+    name,
+    policy: {
+      securityMode: s.security.mode,
+      toolMode: exec.mode,
+      blockedPatterns: exec.blockedPatterns,
+      allowedPaths,
+      rules,
+      noMatch: exec.noMatch,
+      onDeny: exec.onDeny,
+    },
+    sandbox: { ...s.sandbox, user: user ?? '1000:1000' },
+    ruleExamples,
+  };
+}
+
+/** SPEC §4: the owner of the first allowed path when that owner is not root, else 1000:1000; never root. */
+function resolveUser(setting: string, firstPath: string | undefined, where: string, problems: string[]): string | undefined {
+  if (setting !== 'auto') {
+    const [uid, gid = uid] = setting.split(':');
+    if (uid === '0' || gid === '0') {
+      problems.push(`${where}: the sandbox never runs as root (uid or gid 0)`);
+      return undefined;
+    }
+    return `${uid}:${gid}`;
+  }
+  if (!firstPath) return '1000:1000';
+  const st = statSync(firstPath);
+  return st.uid !== 0 && st.gid !== 0 ? `${st.uid}:${st.gid}` : st.uid !== 0 ? `${st.uid}:${st.uid}` : '1000:1000';
+}
+
+function resolveTokens(file: ConfigFile, env: NodeJS.ProcessEnv, problems: string[]): AuthToken[] {
+  const out: AuthToken[] = [];
+  const add = (value: string, where: string, team: string | undefined, roles: Role[], name: string | undefined) => {
+    const digest = tokenDigest(value, env, where, problems);
+    if (!digest) return;
+    out.push({ digest, team: team ?? DEFAULT_TEAM, roles: new Set(roles), name: name ?? (team ? `${team}:${roles.join('+')}` : roles.join('+')) });
+  };
+  if (file.gateway.auth.token) add(file.gateway.auth.token, 'gateway.auth.token', undefined, ['admin'], 'admin');
+  file.gateway.auth.tokens.forEach((t, i) => add(t.token, `gateway.auth.tokens.${i}.token`, t.team, t.roles, t.name));
+  const seen = new Set<string>();
+  for (const t of out) {
+    const hex = t.digest.toString('hex');
+    if (seen.has(hex)) problems.push(`gateway.auth.tokens: the same token is configured twice (${t.name})`);
+    seen.add(hex);
+  }
+  return out;
+}
+
+/** Tokens may be given literally, as "sha256:HEX" (the file then holds no secret), or as "env:VAR". */
+function tokenDigest(value: string, env: NodeJS.ProcessEnv, where: string, problems: string[]): Buffer | undefined {
+  if (value.startsWith('sha256:')) {
+    const hex = value.slice(7);
+    if (!/^[0-9a-f]{64}$/i.test(hex)) {
+      problems.push(`${where}: "sha256:" must be followed by 64 hex digits`);
+      return undefined;
+    }
+    return Buffer.from(hex, 'hex');
+  }
+  if (value.startsWith('env:')) {
+    const v = env[value.slice(4)];
+    if (!v) {
+      problems.push(`${where}: environment variable ${value.slice(4)} is not set`);
+      return undefined;
+    }
+    return sha256(v);
+  }
+  if (value.length < 8) {
+    problems.push(`${where}: a token must be at least 8 characters`);
+    return undefined;
+  }
+  return sha256(value);
+}
+
+export function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
+}
+
+export { AgentSettingsInputSchema };

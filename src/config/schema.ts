@@ -1,0 +1,174 @@
+import { z } from 'zod';
+
+/**
+ * The config file's schema (SPEC §1). The `.describe()` texts are the reference documentation: they are
+ * printed by `execgate config schema` and copied into the README.
+ *
+ * Per-agent settings (`agents.defaults`, `agents.teams.NAME`) are parsed as *partial* objects with no defaults,
+ * merged key by key (built-in defaults ← agents.defaults ← agents.teams.NAME), and the merge is then validated
+ * against the complete `ResolvedAgentSettingsSchema`. That way a team overrides exactly the keys it names.
+ */
+
+const SecurityModeSchema = z
+  .enum(['unrestricted', 'sandboxed', 'locked'])
+  .describe('unrestricted: every ask becomes allow (hard denies stay); sandboxed: the policy decides; locked: nothing runs');
+
+const AllowedPathSchema = z.union([
+  z.string().min(1),
+  z.object({
+    path: z.string().min(1).describe('Host directory; resolved to its real path at load and mounted at that same path'),
+    readOnly: z.boolean().default(false).describe('Mount read-only'),
+  }).strict(),
+]);
+
+const RuleSchema = z
+  .object({
+    name: z.string().min(1).describe('Shown in every explanation this rule decides'),
+    pattern: z.string().min(1).describe('Regular expression over the canonical segment text (argv joined by single spaces)'),
+    action: z.enum(['allow', 'deny', 'ask']),
+    enabled: z.boolean().default(true),
+    match: z.array(z.string()).optional().describe('Example commands this rule must match; checked at load'),
+    notMatch: z.array(z.string()).optional().describe('Example commands this rule must not match; checked at load'),
+  })
+  .strict()
+  .superRefine((rule, ctx) => {
+    try {
+      new RegExp(rule.pattern);
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', path: ['pattern'], message: `rule "${rule.name}": invalid regular expression: ${(err as Error).message}` });
+    }
+  });
+
+const ExecToolPolicyInputSchema = z
+  .object({
+    mode: z.enum(['allowed', 'approval-required', 'blocked']).describe('allowed: the policy decides; approval-required: every allow asks a human; blocked: nothing runs'),
+    blockedPatterns: z.array(z.string().min(1)).describe('Commands that are never run (hard deny), matched against canonical segments: "rm -rf" also catches "rm -r -f", "/bin/rm -fr", "env rm -rf"'),
+    allowedPaths: z.array(AllowedPathSchema).min(1).describe('Host directories the sandbox may see; the first is the default working directory'),
+    rules: z.array(RuleSchema).describe('Ordered; the first enabled rule that matches a segment decides it'),
+    noMatch: z.enum(['allow', 'deny']).describe('What a segment no rule matches gets'),
+    onDeny: z.enum(['ask', 'block']).describe('What a soft deny becomes: ask a human, or stay denied'),
+  })
+  .strict()
+  .partial();
+
+const PoolSchema = z
+  .object({
+    size: z.number().int().min(0).max(64).describe('Containers started ahead of time per team and mount set; 0 = off'),
+    maxIdleMs: z.number().int().min(1000).describe('A pooled container idle longer than this is replaced'),
+  })
+  .strict();
+
+const SandboxInputSchema = z
+  .object({
+    image: z.string().min(1).describe('Image the commands run in; must have /bin/sh'),
+    runtime: z.string().min(1).describe('OCI runtime dockerd knows: runc, runsc (gVisor), ...'),
+    network: z.string().min(1).describe('"none" (default), or a Docker network the team may use'),
+    memoryMb: z.number().int().min(16).max(1 << 20),
+    cpus: z.number().positive().max(256),
+    pidsLimit: z.number().int().min(8).max(1 << 22),
+    tmpfsMb: z.number().int().min(1).max(1 << 16).describe('Size of the tmpfs at /tmp'),
+    timeoutMs: z.number().int().min(100).max(24 * 3600_000).describe('Upper bound of a command\'s run time; requests may ask for less'),
+    maxOutputBytes: z.number().int().min(1024).describe('stdout+stderr beyond this stops the container (truncated: true)'),
+    user: z.string().regex(/^(auto|\d+(:\d+)?)$/, 'must be "auto" or "uid[:gid]"').describe('"auto": the owner of the first allowed path when not root, else 1000:1000; never root'),
+    pool: PoolSchema.partial(),
+  })
+  .strict()
+  .partial();
+
+export const AgentSettingsInputSchema = z
+  .object({
+    security: z.object({ mode: SecurityModeSchema }).strict().partial(),
+    toolPolicies: z.object({ exec: ExecToolPolicyInputSchema }).strict().partial(),
+    sandbox: SandboxInputSchema,
+  })
+  .strict()
+  .partial();
+export type AgentSettingsInput = z.infer<typeof AgentSettingsInputSchema>;
+
+/** The complete per-team settings after the merge. */
+export const ResolvedAgentSettingsSchema = z.object({
+  security: z.object({ mode: SecurityModeSchema }),
+  toolPolicies: z.object({ exec: ExecToolPolicyInputSchema.required() }),
+  sandbox: SandboxInputSchema.required().extend({ pool: PoolSchema }),
+});
+export type ResolvedAgentSettings = z.infer<typeof ResolvedAgentSettingsSchema>;
+
+export const RoleSchema = z.enum(['exec', 'approve', 'admin']);
+export type Role = z.infer<typeof RoleSchema>;
+
+const TeamNameSchema = z.string().regex(/^[a-z0-9][a-z0-9_-]{0,39}$/, 'team names are lowercase letters, digits, "-" and "_" (at most 40)');
+
+const TokenSchema = z
+  .object({
+    token: z.string().min(1).describe('The bearer token, "sha256:HEX" of it, or "env:VAR" to read it from the environment'),
+    team: TeamNameSchema.optional().describe('The team this token acts for; omitted: the "default" team'),
+    roles: z.array(RoleSchema).min(1).describe('exec: run and check commands; approve: resolve approvals, switch safe mode; admin: everything, every team'),
+    name: z.string().optional().describe('Shown as "by" on approvals and in history'),
+  })
+  .strict();
+
+export const ConfigFileSchema = z
+  .object({
+    gateway: z
+      .object({
+        host: z.string().min(1).default('127.0.0.1'),
+        port: z.number().int().min(0).max(65535).default(8787),
+        auth: z
+          .object({
+            enabled: z.boolean().default(true),
+            token: z.string().min(1).optional().describe('One token with every role (admin), as in the seed docs'),
+            tokens: z.array(TokenSchema).default([]),
+          })
+          .strict()
+          .prefault({}),
+        bodyLimitBytes: z.number().int().min(1024).default(8 * 1024 * 1024),
+        trustProxy: z.boolean().default(false),
+      })
+      .strict()
+      .prefault({}),
+    agents: z
+      .object({
+        defaults: AgentSettingsInputSchema.default({}),
+        teams: z.record(TeamNameSchema, AgentSettingsInputSchema).default({}),
+      })
+      .strict()
+      .prefault({}),
+    approvals: z
+      .object({
+        timeoutMs: z.number().int().min(1000).default(300_000),
+        webhookUrl: z.string().url().optional(),
+      })
+      .strict()
+      .prefault({}),
+    store: z.object({ path: z.string().min(1).default('./execgate-data') }).strict().prefault({}),
+    reaper: z.object({ intervalMs: z.number().int().min(1000).default(60_000) }).strict().prefault({}),
+  })
+  .strict();
+export type ConfigFile = z.infer<typeof ConfigFileSchema>;
+
+/** Built-in values under every agents.defaults key a file leaves out. */
+export const BUILTIN_AGENT_DEFAULTS = {
+  security: { mode: 'sandboxed' },
+  toolPolicies: {
+    exec: {
+      mode: 'approval-required',
+      blockedPatterns: ['rm -rf', 'sudo', 'chmod 777'],
+      rules: [],
+      noMatch: 'allow',
+      onDeny: 'ask',
+    },
+  },
+  sandbox: {
+    image: 'execgate/sandbox:latest',
+    runtime: 'runc',
+    network: 'none',
+    memoryMb: 512,
+    cpus: 1,
+    pidsLimit: 256,
+    tmpfsMb: 64,
+    timeoutMs: 60_000,
+    maxOutputBytes: 1_048_576,
+    user: 'auto',
+    pool: { size: 2, maxIdleMs: 600_000 },
+  },
+} as const satisfies AgentSettingsInput;

@@ -1,0 +1,77 @@
+import type { ContainerCreateOptions } from 'dockerode';
+import type { RunSpec } from './types.js';
+
+export const LABEL_MANAGED = 'io.execgate.managed';
+export const LABEL_INSTANCE = 'io.execgate.instance';
+export const LABEL_TEAM = 'io.execgate.team';
+export const LABEL_EXEC = 'io.execgate.exec';
+/** Epoch ms after which any execgate instance may remove the container. */
+export const LABEL_DEADLINE = 'io.execgate.deadline';
+
+/** Grace after a run's time-out before the reaper treats its container as a leftover. */
+export const DEADLINE_GRACE_MS = 60_000;
+
+/**
+ * The Docker create body of one sandbox (SPEC §4). Every setting is fixed here, at creation, so the
+ * container never needs a second API call to be hardened.
+ */
+export function containerSpec(spec: RunSpec, instance: string, now: number): ContainerCreateOptions {
+  const s = spec.sandbox;
+  const memory = s.memoryMb * 1024 * 1024;
+  return {
+    Image: s.image,
+    Cmd: ['/bin/sh', '-c', spec.command],
+    // The image's own entrypoint could run anything first; the sandbox runs exactly the approved command.
+    Entrypoint: [],
+    User: s.user,
+    WorkingDir: spec.cwd,
+    Env: Object.entries(spec.env).map(([k, v]) => `${k}=${v}`),
+    Tty: false,
+    OpenStdin: spec.stdin !== undefined,
+    StdinOnce: spec.stdin !== undefined,
+    AttachStdin: spec.stdin !== undefined,
+    AttachStdout: true,
+    AttachStderr: true,
+    NetworkDisabled: s.network === 'none',
+    Labels: {
+      [LABEL_MANAGED]: 'true',
+      [LABEL_INSTANCE]: instance,
+      [LABEL_TEAM]: spec.team,
+      [LABEL_EXEC]: spec.execId,
+      [LABEL_DEADLINE]: String(now + spec.timeoutMs + DEADLINE_GRACE_MS),
+    },
+    HostConfig: {
+      NetworkMode: s.network,
+      Runtime: s.runtime,
+      ReadonlyRootfs: true,
+      // /tmp is the only writable place besides read-write allowed paths; noexec is not set because build
+      // tools legitimately run what they write there.
+      Tmpfs: { '/tmp': `rw,nosuid,nodev,size=${s.tmpfsMb}m,mode=1777` },
+      CapDrop: ['ALL'],
+      SecurityOpt: ['no-new-privileges:true'],
+      Init: true,
+      Privileged: false,
+      Memory: memory,
+      MemorySwap: memory, // no swap: the limit is the limit
+      NanoCpus: Math.round(s.cpus * 1e9),
+      PidsLimit: s.pidsLimit,
+      Ulimits: [{ Name: 'nofile', Soft: 4096, Hard: 4096 }],
+      IpcMode: 'private',
+      PidMode: '',
+      UsernsMode: '',
+      // Sandboxes die before the service when the host runs short of memory.
+      OomScoreAdj: 500,
+      // Output travels through the attach stream only: nothing is written to the host's log files.
+      LogConfig: { Type: 'none', Config: {} },
+      Mounts: spec.mounts.map((m) => ({
+        Type: 'bind' as const,
+        Source: m.path,
+        Target: m.path,
+        ReadOnly: m.readOnly,
+        BindOptions: { Propagation: 'rprivate' as const },
+      })),
+      AutoRemove: false,
+      RestartPolicy: { Name: '', MaximumRetryCount: 0 },
+    },
+  };
+}

@@ -1,0 +1,37 @@
+import { chownSync, mkdtempSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import pino from 'pino';
+import type { SandboxSettings } from '../../src/config/load.js';
+
+export const SANDBOX_IMAGE = process.env.EXECGATE_TEST_IMAGE ?? 'execgate/sandbox:latest';
+export const TEST_RUNTIME = process.env.EXECGATE_TEST_RUNTIME ?? 'runc';
+
+export const silentLogger = pino({ level: 'silent' });
+
+export function sandboxSettings(over: Partial<SandboxSettings> = {}): SandboxSettings {
+  return {
+    image: SANDBOX_IMAGE,
+    runtime: TEST_RUNTIME,
+    network: 'none',
+    memoryMb: 256,
+    cpus: 1,
+    pidsLimit: 128,
+    tmpfsMb: 32,
+    timeoutMs: 20_000,
+    maxOutputBytes: 1 << 20,
+    user: '1000:1000',
+    pool: { size: 0, maxIdleMs: 600_000 },
+    ...over,
+  };
+}
+
+/**
+ * A host directory for a test, owned by 1000:1000 like a user's project, under /var/tmp (not /tmp: inside
+ * the sandbox /tmp is a tmpfs). Dispose with `await using` or call remove().
+ */
+export function projectDir(prefix = 'execgate-test-'): { path: string; remove(): void; [Symbol.dispose](): void } {
+  const path = mkdtempSync(join('/var/tmp', prefix));
+  chownSync(path, 1000, 1000);
+  const remove = () => rmSync(path, { recursive: true, force: true });
+  return { path, remove, [Symbol.dispose]: remove };
+}
