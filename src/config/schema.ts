@@ -129,7 +129,15 @@ export const ConfigFileSchema = z
     agents: z
       .object({
         defaults: AgentSettingsInputSchema.default({}),
-        teams: z.record(TeamNameSchema, AgentSettingsInputSchema).default({}),
+        teams: z
+          .record(z.string(), AgentSettingsInputSchema)
+          .superRefine((teams, ctx) => {
+            for (const name of Object.keys(teams)) {
+              const r = TeamNameSchema.safeParse(name);
+              if (!r.success) ctx.addIssue({ code: 'custom', path: [name], message: r.error.issues[0]!.message });
+            }
+          })
+          .default({}),
       })
       .strict()
       .prefault({}),

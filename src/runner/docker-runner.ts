@@ -86,7 +86,7 @@ export class DockerRunner implements Runner {
         (w: { StatusCode: number }) => w,
         (err: unknown) => ({ StatusCode: null as number | null, err }),
       );
-      if (withStdin) stream.end(spec.stdin);
+      if (spec.stdin !== undefined) stream.end(spec.stdin);
 
       yield { type: 'started', containerId: container.id, image: spec.sandbox.image };
 

@@ -1,0 +1,284 @@
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import type { Logger } from 'pino';
+import { ZodError, type z } from 'zod';
+import type { AppConfig } from './config/load.js';
+import type { Role } from './config/schema.js';
+import { authenticate, requireRole, type AuthedCaller } from './http/auth.js';
+import { dashboardHtml } from './http/dashboard.js';
+import {
+  ApprovalsQuerySchema,
+  ApproveBodySchema,
+  CheckBodySchema,
+  ExecBodySchema,
+  ExecutionsQuerySchema,
+  IdParamsSchema,
+  RejectBodySchema,
+  SafeModeBodySchema,
+} from './http/schemas.js';
+import { negotiate, startStream, writeEvent } from './http/streaming.js';
+import { ServiceError } from './service/errors.js';
+import { approvalView, type ExecEvent, type ExecService } from './service/exec-service.js';
+import type { StateStore } from './service/state.js';
+import type { Runner } from './runner/types.js';
+
+export interface AppDeps {
+  config: () => AppConfig;
+  service: ExecService;
+  runner: Runner;
+  state: StateStore;
+  logger: Logger;
+  /** Set while the service drains on SIGTERM: new executions get 503. */
+  isDraining?: () => boolean;
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    caller: AuthedCaller;
+  }
+  interface FastifyContextConfig {
+    role?: Role | 'any';
+  }
+}
+
+function parse<S extends z.ZodType>(schema: S, value: unknown, where: 'body' | 'query' | 'params'): z.infer<S> {
+  const r = schema.safeParse(value);
+  if (r.success) return r.data;
+  const fields = r.error.issues.map((i) => ({ path: i.path.map(String).join('.') || where, message: i.message }));
+  throw new ServiceError('invalid_request', `invalid ${where}: ${fields.map((f) => `${f.path}: ${f.message}`).join('; ')}`, { fields });
+}
+
+const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
+
+/**
+ * Builds the HTTP app around the service. Never listens and never reads the environment: main.ts does that,
+ * and tests call `app.inject`.
+ */
+export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
+  const { service } = deps;
+  const app = Fastify({
+    loggerInstance: deps.logger as FastifyBaseLogger,
+    bodyLimit: deps.config().gateway.bodyLimitBytes,
+    trustProxy: deps.config().gateway.trustProxy,
+    disableRequestLogging: false,
+    genReqId: () => `req_${Math.random().toString(36).slice(2, 10)}`,
+  });
+
+  app.decorateRequest('caller', null as unknown as AuthedCaller);
+
+  app.setErrorHandler((err: Error & { statusCode?: number; code?: string; validation?: unknown }, req, reply) => {
+    if (err instanceof ServiceError) {
+      return reply.code(err.status).send({ error: { code: err.code, message: err.message, ...err.details } });
+    }
+    if (err instanceof ZodError) {
+      return reply.code(400).send({ error: { code: 'invalid_request', message: 'invalid request', fields: err.issues.map((i) => ({ path: i.path.join('.'), message: i.message })) } });
+    }
+    const status = err.statusCode ?? 500;
+    if (status < 500) {
+      const code = status === 413 ? 'payload_too_large' : status === 415 ? 'unsupported_media_type' : status === 404 ? 'not_found' : 'invalid_request';
+      const fields = code === 'invalid_request' ? [{ path: 'body', message: err.message }] : undefined;
+      return reply.code(code === 'invalid_request' ? 400 : status).send({ error: { code, message: err.message, fields } });
+    }
+    req.log.error({ err }, 'unhandled error');
+    return reply.code(500).send({ error: { code: 'internal_error', message: `internal error (request ${req.id})` } });
+  });
+
+  app.setNotFoundHandler((req, reply) => {
+    reply.code(404).send({ error: { code: 'not_found', message: `no route ${req.method} ${req.url.split('?')[0]}` } });
+  });
+
+  // Auth for every /v1 route: the role comes from the route's config.
+  app.addHook('onRequest', async (req) => {
+    if (!req.url.startsWith('/v1/')) return;
+    const header = req.headers['x-execgate-team'];
+    req.caller = authenticate(deps.config(), req.headers.authorization, Array.isArray(header) ? header[0] : header);
+    const role = req.routeOptions.config.role;
+    if (role && role !== 'any') requireRole(req.caller, role);
+  });
+
+  app.get('/healthz', async () => ({ status: 'ok' }));
+
+  app.get('/readyz', async (_req, reply) => {
+    const cfg = deps.config();
+    const teams = Object.values(cfg.teams);
+    const state = await deps.runner.ready([...new Set(teams.map((t) => t.sandbox.image))]);
+    const missingRuntime = state.runtimes ? teams.filter((t) => !state.runtimes!.includes(t.sandbox.runtime)) : [];
+    if (state.ok && missingRuntime.length > 0) {
+      state.ok = false;
+      state.reason = missingRuntime.map((t) => `team "${t.name}" wants runtime "${t.sandbox.runtime}", which dockerd does not offer`).join('; ');
+    }
+    if (deps.isDraining?.()) {
+      state.ok = false;
+      state.reason = 'shutting down';
+    }
+    if (!state.ok) return reply.code(503).send({ error: { code: 'not_ready', message: state.reason }, runtimes: state.runtimes, images: state.images });
+    return { status: 'ready', runtimes: state.runtimes, images: state.images };
+  });
+
+  app.get('/', async (_req, reply) => reply.type('text/html; charset=utf-8').header('cache-control', 'no-store').header('content-security-policy', "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; connect-src 'self'; frame-ancestors 'none'").send(dashboardHtml()));
+
+  app.post('/v1/policy/check', { config: { role: 'exec' } }, async (req) => {
+    const body = parse(CheckBodySchema, req.body, 'body');
+    return service.check(req.caller, body);
+  });
+
+  app.post('/v1/exec', { config: { role: 'exec' } }, async (req, reply) => {
+    if (deps.isDraining?.()) throw new ServiceError('shutting_down', 'the service is shutting down; retry on another instance');
+    const body = parse(ExecBodySchema, req.body, 'body');
+    if (body.stdin !== undefined && body.stdinEncoding === 'base64' && !BASE64.test(body.stdin)) {
+      throw new ServiceError('invalid_request', 'stdin: not valid base64', { fields: [{ path: 'stdin', message: 'not valid base64' }] });
+    }
+    const stdin = body.stdin === undefined ? undefined : Buffer.from(body.stdin, body.stdinEncoding === 'base64' ? 'base64' : 'utf8');
+    const outcome = service.prepare(req.caller, { command: body.command, cwd: body.cwd, env: body.env, stdin, timeoutMs: body.timeoutMs, interactive: body.interactive });
+    if (!outcome.ok) {
+      throw new ServiceError('policy_denied', outcome.decision.reason, { execId: outcome.execId, decision: outcome.decision });
+    }
+    const ac = new AbortController();
+    reply.raw.on('close', () => {
+      if (!reply.raw.writableFinished) ac.abort();
+    });
+    const events = service.run(outcome.prepared, ac.signal);
+    const format = negotiate(req.headers.accept);
+    if (format === 'json') return answerOnce(reply, outcome.prepared.execId, events);
+
+    reply.hijack();
+    startStream(reply.raw, format, { 'x-execgate-exec-id': outcome.prepared.execId });
+    try {
+      for await (const event of events) {
+        if (reply.raw.destroyed) break;
+        await writeEvent(reply.raw, format, event);
+      }
+    } catch (err) {
+      req.log.error({ err }, 'exec stream failed');
+      if (!reply.raw.destroyed) await writeEvent(reply.raw, format, { type: 'error', code: 'internal_error', message: `internal error (request ${req.id})` });
+    } finally {
+      reply.raw.end();
+    }
+  });
+
+  app.get('/v1/approvals', { config: { role: 'approve' } }, async (req) => {
+    const q = parse(ApprovalsQuerySchema, req.query, 'query');
+    return { approvals: service.approvals.list(req.caller.visibleTeam, q.status).map(approvalView) };
+  });
+
+  app.get('/v1/approvals/:id', { config: { role: 'approve' } }, async (req) => {
+    const { id } = parse(IdParamsSchema, req.params, 'params');
+    const a = service.approvals.get(id, req.caller.visibleTeam);
+    if (!a) throw new ServiceError('approval_not_found', `no approval ${id}`);
+    return approvalView(a);
+  });
+
+  app.post('/v1/approvals/:id/approve', { config: { role: 'approve' } }, async (req) => {
+    const { id } = parse(IdParamsSchema, req.params, 'params');
+    const body = parse(ApproveBodySchema, req.body ?? {}, 'body');
+    return approvalView(service.approve(req.caller, id, body));
+  });
+
+  app.post('/v1/approvals/:id/reject', { config: { role: 'approve' } }, async (req) => {
+    const { id } = parse(IdParamsSchema, req.params, 'params');
+    const body = parse(RejectBodySchema, req.body ?? {}, 'body');
+    return approvalView(service.reject(req.caller, id, body.reason));
+  });
+
+  app.get('/v1/rules/remembered', { config: { role: 'approve' } }, async (req) => ({
+    rules: service.listRemembered(req.caller).map((r) => ({ ...r, createdAt: new Date(r.createdAt).toISOString(), expiresAt: r.expiresAt ? new Date(r.expiresAt).toISOString() : undefined })),
+  }));
+
+  app.delete('/v1/rules/remembered/:id', { config: { role: 'approve' } }, async (req, reply) => {
+    const { id } = parse(IdParamsSchema, req.params, 'params');
+    service.removeRemembered(req.caller, id);
+    return reply.code(204).send();
+  });
+
+  app.get('/v1/safe-mode', { config: { role: 'approve' } }, async (req) => ({ team: req.caller.team, enabled: service.safeMode(req.caller.team) }));
+
+  app.put('/v1/safe-mode', { config: { role: 'approve' } }, async (req) => {
+    const body = parse(SafeModeBodySchema, req.body, 'body');
+    let team = req.caller.team;
+    if (body.team !== undefined && body.team !== team) {
+      if (!req.caller.admin) throw new ServiceError('forbidden', 'only admin tokens may switch another team\'s safe mode');
+      team = body.team;
+    }
+    service.setSafeMode(team, body.enabled, req.caller.name);
+    return { team, enabled: service.safeMode(team) };
+  });
+
+  app.get('/v1/executions', { config: { role: 'any' } }, async (req) => {
+    const q = parse(ExecutionsQuerySchema, req.query, 'query');
+    let team = req.caller.visibleTeam;
+    if (q.team !== undefined) {
+      if (team !== null && q.team !== team) return { executions: [] };
+      team = q.team;
+    }
+    const rows = deps.state.listExecutions({ team, decision: q.decision, since: q.since ? Date.parse(q.since) : undefined, limit: q.limit });
+    return { executions: rows.map(executionView) };
+  });
+
+  app.get('/v1/executions/:id', { config: { role: 'any' } }, async (req) => {
+    const { id } = parse(IdParamsSchema, req.params, 'params');
+    const r = deps.state.getExecution(id);
+    if (!r || (req.caller.visibleTeam !== null && r.team !== req.caller.visibleTeam)) throw new ServiceError('execution_not_found', `no execution ${id}`);
+    return executionView(r);
+  });
+
+  app.get('/v1/events', { config: { role: 'any' } }, async (req, reply) => {
+    reply.hijack();
+    startStream(reply.raw, 'sse');
+    reply.raw.write(`: connected\n\n`);
+    const unsubscribe = service.events.subscribe(req.caller.visibleTeam, (e) => {
+      if (!reply.raw.destroyed) reply.raw.write(`data: ${JSON.stringify({ team: e.team, ...e.payload })}\n\n`);
+    });
+    const heartbeat = setInterval(() => reply.raw.write(': keep-alive\n\n'), 15_000);
+    reply.raw.on('close', () => {
+      clearInterval(heartbeat);
+      unsubscribe();
+    });
+  });
+
+  return app;
+}
+
+async function answerOnce(reply: FastifyReply, execId: string, events: AsyncGenerator<ExecEvent>): Promise<unknown> {
+  const out: Record<'stdout' | 'stderr', Buffer[]> = { stdout: [], stderr: [] };
+  let decision: string | undefined;
+  let approvalId: string | undefined;
+  for await (const e of events) {
+    if (e.type === 'decision') decision = e.decision;
+    else if (e.type === 'approval_pending') approvalId = e.approvalId;
+    else if (e.type === 'stdout' || e.type === 'stderr') out[e.type].push(Buffer.from(e.data, e.encoding === 'base64' ? 'base64' : 'utf8'));
+    else if (e.type === 'rejected') {
+      const code = e.reason === 'expired' ? 'approval_expired' : e.reason === 'withdrawn' ? 'approval_withdrawn' : 'approval_rejected';
+      throw new ServiceError(code, `not approved: ${e.reason}`, { execId, approvalId, reason: e.reason, by: e.by });
+    } else if (e.type === 'error') {
+      const status = ['docker_unavailable', 'image_missing', 'runtime_unavailable'].includes(e.code) ? 503 : 500;
+      return reply.code(status).send({ error: { code: e.code, message: e.message, execId } });
+    } else if (e.type === 'exit') {
+      const text = (b: Buffer[]) => {
+        const buf = Buffer.concat(b);
+        return buf.toString('utf8');
+      };
+      return {
+        execId,
+        decision,
+        approvalId,
+        exitCode: e.exitCode,
+        stdout: text(out.stdout),
+        stderr: text(out.stderr),
+        durationMs: e.durationMs,
+        timedOut: e.timedOut,
+        oomKilled: e.oomKilled,
+        truncated: e.truncated,
+      };
+    }
+  }
+  return reply.code(499).send({ error: { code: 'client_disconnected', message: 'the client went away', execId } });
+}
+
+function executionView(r: ReturnType<StateStore['getExecution']> & object): Record<string, unknown> {
+  return {
+    ...r,
+    createdAt: new Date(r.createdAt).toISOString(),
+    finishedAt: r.finishedAt ? new Date(r.finishedAt).toISOString() : undefined,
+  };
+}
+
+export type { FastifyRequest };

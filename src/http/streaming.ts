@@ -1,0 +1,38 @@
+import type { ServerResponse } from 'node:http';
+
+export type StreamFormat = 'ndjson' | 'sse' | 'json';
+
+/** SPEC §3: NDJSON by default, SSE when asked for, one JSON answer on `Accept: application/json`. */
+export function negotiate(accept: string | undefined): StreamFormat {
+  const a = (accept ?? '').toLowerCase();
+  if (a.includes('text/event-stream')) return 'sse';
+  if (a.includes('application/x-ndjson')) return 'ndjson';
+  if (a.includes('application/json')) return 'json';
+  return 'ndjson';
+}
+
+/** Writes one event; resolves when the client can take more (backpressure) or is gone. */
+export function writeEvent(res: ServerResponse, format: 'ndjson' | 'sse', event: unknown): Promise<void> | undefined {
+  const json = JSON.stringify(event);
+  const ok = res.write(format === 'sse' ? `data: ${json}\n\n` : `${json}\n`);
+  if (ok || res.destroyed) return undefined;
+  return new Promise((resolve) => {
+    const done = () => {
+      res.off('drain', done);
+      res.off('close', done);
+      resolve();
+    };
+    res.on('drain', done);
+    res.on('close', done);
+  });
+}
+
+export function startStream(res: ServerResponse, format: 'ndjson' | 'sse', headers: Record<string, string> = {}): void {
+  res.writeHead(200, {
+    'content-type': format === 'sse' ? 'text/event-stream; charset=utf-8' : 'application/x-ndjson; charset=utf-8',
+    'cache-control': 'no-store',
+    'x-accel-buffering': 'no',
+    ...headers,
+  });
+  res.flushHeaders();
+}

@@ -1,0 +1,140 @@
+#!/usr/bin/env node
+import { createHash } from 'node:crypto';
+import { hostname } from 'node:os';
+import { parseArgs } from 'node:util';
+import Docker from 'dockerode';
+import pino, { type Logger } from 'pino';
+import { buildApp } from './app.js';
+import { systemClock } from './approvals/queue.js';
+import { ConfigError, embeddedDefaultConfig, isLoopback, loadConfigFile, type AppConfig } from './config/load.js';
+import { createPolicyEngine, type PolicyEngine } from './policy/index.js';
+import { DockerRunner } from './runner/docker-runner.js';
+import { ExecService } from './service/exec-service.js';
+import { MemoryStateStore } from './service/state.js';
+
+const USAGE = `execgate — a sandboxed exec gateway
+
+Usage:
+  execgate serve [--config FILE] [--host H] [--port N]   run the service (EXECGATE_CONFIG = --config)
+  execgate --help
+
+With no config file the service starts on the embedded default: loopback only, sandboxed mode,
+exec approval-required, the current directory as the only allowed path, and a random token.`;
+
+function fail(message: string): never {
+  process.stderr.write(`execgate: ${message}\n`);
+  process.exit(2);
+}
+
+function loadConfig(path: string | undefined, engine: PolicyEngine, overrides: { host?: string | undefined; port?: string | undefined }): AppConfig {
+  const checkRuleExamples = (rules: Parameters<PolicyEngine['checkRuleExamples']>[0]) => engine.checkRuleExamples(rules);
+  const config = path ? loadConfigFile(path, { checkRuleExamples }) : embeddedDefaultConfig({ cwd: process.cwd(), checkRuleExamples });
+  if (overrides.host) config.gateway.host = overrides.host;
+  if (overrides.port) {
+    const port = Number(overrides.port);
+    if (!Number.isInteger(port) || port < 0 || port > 65535) fail(`--port: "${overrides.port}" is not a port number`);
+    config.gateway.port = port;
+  }
+  if (!config.gateway.auth.enabled && !isLoopback(config.gateway.host)) {
+    throw new ConfigError([`gateway.host: "${config.gateway.host}" is not a loopback address; refusing to listen there with auth disabled`]);
+  }
+  return config;
+}
+
+async function serve(argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: { config: { type: 'string', short: 'c' }, host: { type: 'string' }, port: { type: 'string', short: 'p' }, help: { type: 'boolean', short: 'h' } },
+    strict: true,
+  });
+  if (values.help) {
+    process.stdout.write(`${USAGE}\n`);
+    return;
+  }
+  const logger: Logger = pino({
+    level: process.env.EXECGATE_LOG_LEVEL ?? 'info',
+    redact: { paths: ['req.headers.authorization', 'req.headers.cookie', 'headers.authorization'], censor: '[redacted]' },
+  });
+  const engine = await createPolicyEngine();
+  let config: AppConfig;
+  try {
+    config = loadConfig(values.config ?? process.env.EXECGATE_CONFIG, engine, values);
+  } catch (err) {
+    if (err instanceof ConfigError) fail(err.message);
+    throw err;
+  }
+
+  const instance = process.env.EXECGATE_INSTANCE ?? createHash('sha256').update(`${hostname()}:${config.store.path}`).digest('hex').slice(0, 12);
+  const runner = new DockerRunner({ instance, logger: logger.child({ component: 'runner' }), docker: new Docker() });
+  const state = new MemoryStateStore();
+  const service = new ExecService({ config: () => config, runner, engine, state, logger, clock: systemClock });
+  let draining = false;
+  const app = await buildApp({ config: () => config, service, runner, state, logger, isDraining: () => draining });
+
+  const ready = await runner.ready([...new Set(Object.values(config.teams).map((t) => t.sandbox.image))]);
+  if (!ready.ok) logger.warn({ reason: ready.reason }, `not ready: ${ready.reason}`);
+  await runner.reap().then(
+    (n) => n > 0 && logger.info({ removed: n }, 'reaped leftover sandboxes from an earlier run'),
+    (err) => logger.warn({ err }, 'start-up reap failed'),
+  );
+  const reaper = setInterval(() => {
+    runner.reap().catch((err) => logger.warn({ err }, 'reaper failed'));
+  }, config.reaper.intervalMs);
+  reaper.unref();
+
+  const address = await app.listen({ host: config.gateway.host, port: config.gateway.port });
+  const url = address.replace('[::1]', 'localhost');
+  logger.info({ address: url, config: config.source, instance, teams: Object.keys(config.teams) }, 'execgate listening');
+  if (config.generatedToken) {
+    // Printed once, to the terminal only (not the JSON log): the embedded default's random admin token.
+    process.stderr.write(
+      `\n  execgate is running on the embedded default (allowed path: ${config.teams.default!.policy.allowedPaths[0]!.path})\n` +
+        `  token:     ${config.generatedToken}\n` +
+        `  dashboard: ${url}/  (sign in with the token)\n` +
+        `  try:       curl -N -H "Authorization: Bearer ${config.generatedToken}" -H 'content-type: application/json' \\\n` +
+        `               -d '{"command":"echo hi"}' ${url}/v1/exec\n` +
+        (ready.ok ? '' : `  WARNING:   ${ready.reason}\n`) +
+        '\n',
+    );
+  }
+
+  const shutdown = async (signal: string) => {
+    if (draining) return;
+    draining = true;
+    logger.info({ signal }, 'shutting down: draining');
+    clearInterval(reaper);
+    service.approvals.expireAll('shutting_down');
+    const deadline = setTimeout(() => {
+      logger.warn('drain deadline passed; closing connections');
+      app.server.closeAllConnections();
+    }, 10_000);
+    deadline.unref();
+    await app.close();
+    await runner.close();
+    logger.info('stopped');
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void shutdown('SIGTERM'));
+  process.on('SIGINT', () => void shutdown('SIGINT'));
+}
+
+async function main(): Promise<void> {
+  const [cmd, ...rest] = process.argv.slice(2);
+  switch (cmd) {
+    case 'serve':
+    case undefined:
+      return serve(rest);
+    case '--help':
+    case '-h':
+    case 'help':
+      process.stdout.write(`${USAGE}\n`);
+      return;
+    default:
+      fail(`unknown command "${cmd}"\n\n${USAGE}`);
+  }
+}
+
+main().catch((err) => {
+  process.stderr.write(`execgate: ${(err as Error).stack ?? String(err)}\n`);
+  process.exit(1);
+});

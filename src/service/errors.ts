@@ -1,0 +1,46 @@
+/**
+ * One error class for every failure the API reports, with a literal snake_case code. The code → HTTP status
+ * table lives here, in one place; the HTTP error handler only reads it.
+ */
+export const ERROR_STATUS = {
+  invalid_request: 400,
+  unauthorized: 401,
+  forbidden: 403,
+  policy_denied: 403,
+  approval_required: 403,
+  approval_rejected: 403,
+  approval_expired: 403,
+  approval_withdrawn: 403,
+  not_found: 404,
+  approval_not_found: 404,
+  execution_not_found: 404,
+  rule_not_found: 404,
+  team_not_found: 404,
+  approval_already_resolved: 409,
+  remember_refused: 422,
+  payload_too_large: 413,
+  unsupported_media_type: 415,
+  not_acceptable: 406,
+  too_many_requests: 429,
+  internal_error: 500,
+  docker_unavailable: 503,
+  not_ready: 503,
+  shutting_down: 503,
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_STATUS;
+
+export class ServiceError extends Error {
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    readonly details: Record<string, unknown> = {},
+  ) {
+    super(message);
+    this.name = 'ServiceError';
+  }
+
+  get status(): number {
+    return ERROR_STATUS[this.code];
+  }
+}

@@ -1,0 +1,340 @@
+import { createHash, randomUUID } from 'node:crypto';
+import { realpathSync, statSync } from 'node:fs';
+import { isAbsolute, resolve } from 'node:path';
+import type { Logger } from 'pino';
+import type { AppConfig, TeamConfig } from '../config/load.js';
+import { ApprovalQueue, type Approval, type Clock, type ExecPlan } from '../approvals/queue.js';
+import { activeRules, rememberPatterns, type RememberScope, type RememberedRule } from '../approvals/remember.js';
+import type { PolicyEngine } from '../policy/index.js';
+import type { Decision } from '../policy/types.js';
+import type { RunResult, Runner } from '../runner/types.js';
+import { dangerousEnvName } from './env.js';
+import { ServiceError } from './errors.js';
+import { EventHub } from './events.js';
+import type { ExecutionRecord, StateStore } from './state.js';
+import { OutputEncoder } from './output-encoder.js';
+
+export interface Caller {
+  /** The team the caller acts for. */
+  team: string;
+  /** null for admins: they see every team. */
+  visibleTeam: string | null;
+  name: string;
+}
+
+export interface ExecRequest {
+  command: string;
+  cwd?: string | undefined;
+  env?: Record<string, string> | undefined;
+  stdin?: Buffer | undefined;
+  timeoutMs?: number | undefined;
+  interactive?: boolean | undefined;
+}
+
+export type ExecEvent =
+  | { type: 'decision'; execId: string; decision: 'allow' | 'ask'; explanation: Decision }
+  | { type: 'approval_pending'; approvalId: string; planHash: string; expiresAt: string }
+  | { type: 'approval_resolved'; approved: true; by: string; note?: string | undefined }
+  | { type: 'rejected'; reason: string; by: string }
+  | { type: 'started'; containerId: string; image: string }
+  | { type: 'stdout' | 'stderr'; data: string; encoding?: 'base64' }
+  | { type: 'exit'; exitCode: number | null; durationMs: number; timedOut: boolean; oomKilled: boolean; truncated: boolean }
+  | { type: 'error'; code: string; message: string };
+
+/** A request that passed the policy (allow or ask) and is ready to run. */
+export interface PreparedExec {
+  execId: string;
+  caller: Caller;
+  team: TeamConfig;
+  plan: ExecPlan;
+  planHash: string;
+  decision: Decision;
+  stdin?: Buffer | undefined;
+  timeoutMs: number;
+  interactive: boolean;
+}
+
+export type PrepareOutcome = { ok: true; prepared: PreparedExec } | { ok: false; execId: string; decision: Decision };
+
+export interface ExecServiceDeps {
+  config: () => AppConfig;
+  runner: Runner;
+  engine: PolicyEngine;
+  state: StateStore;
+  logger: Logger;
+  clock: Clock;
+}
+
+export function planHash(plan: ExecPlan): string {
+  const env = Object.fromEntries(Object.entries(plan.env).sort(([a], [b]) => (a < b ? -1 : 1)));
+  return createHash('sha256').update(JSON.stringify({ team: plan.team, command: plan.command, cwd: plan.cwd, env })).digest('hex');
+}
+
+/**
+ * The exec pipeline without HTTP: policy → approval → sandbox, with history, events and one log line per
+ * execution. Every path ends with exactly one terminal event (`exit`, `error` or `rejected`).
+ */
+export class ExecService {
+  readonly events = new EventHub();
+  readonly approvals: ApprovalQueue;
+  private readonly log: Logger;
+
+  constructor(private readonly deps: ExecServiceDeps) {
+    this.log = deps.logger.child({ component: 'exec' });
+    this.approvals = new ApprovalQueue({
+      clock: deps.clock,
+      timeoutMs: () => deps.config().approvals.timeoutMs,
+      newId: () => `apr_${randomUUID()}`,
+      onEvent: (e) => this.events.publish(e.approval.team, { type: e.type, approval: approvalView(e.approval) }),
+    });
+  }
+
+  team(name: string): TeamConfig {
+    const team = this.deps.config().teams[name];
+    if (!team) throw new ServiceError('team_not_found', `team "${name}" is not configured`);
+    return team;
+  }
+
+  safeMode(team: string): boolean {
+    return this.deps.state.getSafeMode(team) ?? true;
+  }
+
+  setSafeMode(team: string, enabled: boolean, by: string): void {
+    this.team(team);
+    this.deps.state.setSafeMode(team, enabled);
+    this.log.info({ team, enabled, by }, 'safe mode changed');
+    this.events.publish(team, { type: 'safe_mode_changed', team, enabled, by });
+  }
+
+  /** Resolves cwd on the host: it must exist, and the policy judges its real path, never the string. */
+  resolveCwd(team: TeamConfig, cwd: string | undefined): string {
+    const first = team.policy.allowedPaths[0]!.path;
+    if (cwd === undefined || cwd === '') return first;
+    const abs = isAbsolute(cwd) ? cwd : resolve(first, cwd);
+    let real: string;
+    try {
+      real = realpathSync(abs);
+    } catch {
+      throw new ServiceError('invalid_request', `cwd "${cwd}" does not exist`, { fields: [{ path: 'cwd', message: 'does not exist' }] });
+    }
+    if (!statSync(real).isDirectory()) {
+      throw new ServiceError('invalid_request', `cwd "${cwd}" is not a directory`, { fields: [{ path: 'cwd', message: 'not a directory' }] });
+    }
+    return real;
+  }
+
+  check(caller: Caller, req: { command: string; cwd?: string | undefined; interactive?: boolean | undefined }): Decision {
+    const team = this.team(caller.team);
+    const cwd = this.resolveCwd(team, req.cwd);
+    return this.decide(team, req.command, cwd, req.interactive);
+  }
+
+  private decide(team: TeamConfig, command: string, cwd: string, interactive: boolean | undefined): Decision {
+    return this.deps.engine.decide(
+      { command, cwd, interactive, safeMode: this.safeMode(team.name), rememberedRules: activeRules(this.deps.state.listRemembered(team.name), this.deps.clock.now()) },
+      team.policy,
+    );
+  }
+
+  prepare(caller: Caller, req: ExecRequest): PrepareOutcome {
+    const team = this.team(caller.team);
+    const env = req.env ?? {};
+    for (const name of Object.keys(env)) {
+      const why = dangerousEnvName(name);
+      if (why) throw new ServiceError('invalid_request', `env.${name}: ${why}`, { fields: [{ path: `env.${name}`, message: why }] });
+    }
+    const cwd = this.resolveCwd(team, req.cwd);
+    const execId = `ex_${randomUUID()}`;
+    const decision = this.decide(team, req.command, cwd, req.interactive);
+    const plan: ExecPlan = { team: team.name, command: req.command, cwd, env };
+    const record: ExecutionRecord = {
+      id: execId,
+      team: team.name,
+      requestedBy: caller.name,
+      command: req.command,
+      cwd,
+      decision: decision.decision,
+      code: decision.code,
+      explanation: decision,
+      policyHash: decision.policyHash,
+      status: decision.decision === 'deny' ? 'denied' : decision.decision === 'ask' ? 'pending_approval' : 'running',
+      createdAt: this.deps.clock.now(),
+      image: team.sandbox.image,
+      runtime: team.sandbox.runtime,
+    };
+    this.deps.state.putExecution(record);
+    if (decision.decision === 'deny') {
+      this.log.info({ execId, team: team.name, decision: 'deny', code: decision.code, by: caller.name }, 'exec denied');
+      this.events.publish(team.name, { type: 'execution_denied', execution: record });
+      return { ok: false, execId, decision };
+    }
+    const timeoutMs = Math.min(req.timeoutMs ?? team.sandbox.timeoutMs, team.sandbox.timeoutMs);
+    return {
+      ok: true,
+      prepared: { execId, caller, team, plan, planHash: planHash(plan), decision, stdin: req.stdin, timeoutMs, interactive: req.interactive !== false },
+    };
+  }
+
+  /** Runs a prepared exec; the consumer pulls events (backpressure) and aborts `signal` when its client leaves. */
+  async *run(p: PreparedExec, signal: AbortSignal): AsyncGenerator<ExecEvent, void, void> {
+    const log = this.log.child({ execId: p.execId, team: p.team.name });
+    yield { type: 'decision', execId: p.execId, decision: p.decision.decision as 'allow' | 'ask', explanation: p.decision };
+
+    if (p.decision.decision === 'ask') {
+      const { approval, resolution } = this.approvals.open({ execId: p.execId, plan: p.plan, planHash: p.planHash, explanation: p.decision, requestedBy: p.caller.name });
+      this.deps.state.updateExecution(p.execId, { approvalId: approval.id });
+      const onAbort = () => this.approvals.withdraw(approval.id);
+      signal.addEventListener('abort', onAbort, { once: true });
+      yield { type: 'approval_pending', approvalId: approval.id, planHash: p.planHash, expiresAt: new Date(approval.expiresAt).toISOString() };
+      const r = await resolution;
+      signal.removeEventListener('abort', onAbort);
+      if (!r.approved) {
+        const status = r.reason === 'expired' ? 'expired' : r.reason === 'withdrawn' ? 'withdrawn' : 'rejected';
+        this.finishRecord(p, { status, rejectedReason: r.reason, approvedBy: r.by });
+        log.info({ decision: 'ask', outcome: status, by: r.by }, 'exec not approved');
+        yield { type: 'rejected', reason: r.reason, by: r.by };
+        return;
+      }
+      // The approval covers exactly this plan; and a policy change since the ask may have made it a hard deny.
+      const recheck = this.decide(p.team, p.plan.command, p.plan.cwd, p.interactive);
+      if (planHash(p.plan) !== approval.planHash || (recheck.decision === 'deny' && recheck.hard)) {
+        this.finishRecord(p, { status: 'rejected', rejectedReason: 'policy_changed', approvedBy: r.by });
+        yield { type: 'rejected', reason: 'policy_changed', by: 'system' };
+        return;
+      }
+      this.deps.state.updateExecution(p.execId, { approvedBy: r.by, status: 'running' });
+      yield { type: 'approval_resolved', approved: true, by: r.by, note: r.note };
+    }
+
+    if (signal.aborted) {
+      this.finishRecord(p, { status: 'failed', error: 'client_disconnected' });
+      return;
+    }
+
+    this.events.publish(p.team.name, { type: 'execution_started', execution: this.deps.state.getExecution(p.execId) });
+    const gen = this.deps.runner.run(
+      { execId: p.execId, team: p.team.name, command: p.plan.command, cwd: p.plan.cwd, env: p.plan.env, stdin: p.stdin, mounts: p.team.policy.allowedPaths, sandbox: p.team.sandbox, timeoutMs: p.timeoutMs },
+      signal,
+    );
+    const enc = { stdout: new OutputEncoder(), stderr: new OutputEncoder() };
+    let bytesOut = 0;
+    let result: RunResult | undefined;
+    try {
+      for (;;) {
+        const next = await gen.next();
+        if (next.done) {
+          result = next.value;
+          break;
+        }
+        const e = next.value;
+        if (e.type === 'started') {
+          this.deps.state.updateExecution(p.execId, { containerId: e.containerId });
+          yield { type: 'started', containerId: e.containerId, image: e.image };
+        } else {
+          bytesOut += e.data.length;
+          for (const c of enc[e.stream].push(e.data)) yield { type: e.stream, ...c };
+        }
+      }
+    } finally {
+      // Reached on normal end and when the consumer stops early: the runner's own finally removes the container.
+      if (!result) await gen.return(undefined as never).catch(() => undefined);
+    }
+    for (const s of ['stdout', 'stderr'] as const) for (const c of enc[s].flush()) yield { type: s, ...c };
+
+    const fields = { exitCode: result.exitCode, durationMs: result.durationMs, timedOut: result.timedOut, oomKilled: result.oomKilled, truncated: result.truncated, bytesOut };
+    if (result.error) {
+      this.finishRecord(p, { ...fields, status: 'failed', error: result.error.code });
+      log.warn({ code: result.error.code, durationMs: result.durationMs }, 'exec failed');
+      yield { type: 'error', code: result.error.code, message: result.error.message };
+      return;
+    }
+    this.finishRecord(p, { ...fields, status: 'finished' });
+    log.info({ decision: p.decision.decision, exitCode: result.exitCode, durationMs: result.durationMs, timedOut: result.timedOut, truncated: result.truncated, oomKilled: result.oomKilled, bytesOut }, 'exec finished');
+    yield { type: 'exit', exitCode: result.exitCode, durationMs: result.durationMs, timedOut: result.timedOut, oomKilled: result.oomKilled, truncated: result.truncated };
+  }
+
+  private finishRecord(p: PreparedExec, fields: Partial<ExecutionRecord>): void {
+    this.deps.state.updateExecution(p.execId, { ...fields, finishedAt: this.deps.clock.now() });
+    this.events.publish(p.team.name, { type: 'execution_finished', execution: this.deps.state.getExecution(p.execId) });
+  }
+
+  /** Approves, and with `remember` adds a persistent allow rule for the team (never over a hard deny). */
+  approve(caller: Caller, id: string, body: { note?: string | undefined; remember?: { scope: RememberScope; ttlMs?: number | undefined } | undefined }): Approval {
+    const a = this.approvals.get(id, caller.visibleTeam);
+    if (!a) throw new ServiceError('approval_not_found', `no approval ${id}`);
+    let rule: RememberedRule | undefined;
+    if (body.remember && a.status === 'pending') {
+      rule = this.buildRemembered(a, body.remember.scope, body.remember.ttlMs, caller.name);
+    }
+    const out = this.approvals.approve(id, caller.visibleTeam, caller.name, body.note);
+    if (!out.ok) throw new ServiceError(out.code, out.message);
+    if (rule) {
+      this.deps.state.addRemembered(rule);
+      this.log.info({ team: rule.team, rule: rule.id, scope: rule.scope, by: caller.name }, 'remembered rule added');
+      this.events.publish(rule.team, { type: 'rule_remembered', rule });
+    }
+    this.log.info({ approvalId: id, execId: a.execId, team: a.team, by: caller.name }, 'approval approved');
+    return out.approval;
+  }
+
+  reject(caller: Caller, id: string, reason: string | undefined): Approval {
+    const out = this.approvals.reject(id, caller.visibleTeam, caller.name, reason);
+    if (!out.ok) throw new ServiceError(out.code, out.message);
+    this.log.info({ approvalId: id, execId: out.approval.execId, team: out.approval.team, by: caller.name }, 'approval rejected');
+    return out.approval;
+  }
+
+  private buildRemembered(a: Approval, scope: RememberScope, ttlMs: number | undefined, by: string): RememberedRule {
+    if (a.explanation.hard) throw new ServiceError('remember_refused', 'a hard deny can never be remembered as allowed');
+    const segs = this.deps.engine.segments(a.plan.command);
+    if (!segs.ok) throw new ServiceError('remember_refused', `cannot remember this command: ${segs.reason}`);
+    const built = rememberPatterns(segs.segments, scope);
+    if (!built.ok) throw new ServiceError('remember_refused', built.message);
+    const now = this.deps.clock.now();
+    return {
+      id: `rule_${randomUUID().slice(0, 8)}`,
+      team: a.team,
+      scope,
+      pattern: built.patterns.length === 1 ? built.patterns[0]! : built.patterns.map((p) => `(?:${p})`).join('|'),
+      cwd: scope === 'exact' ? a.plan.cwd : undefined,
+      command: a.plan.command,
+      createdBy: by,
+      createdAt: now,
+      expiresAt: ttlMs !== undefined ? now + ttlMs : undefined,
+      approvalId: a.id,
+    };
+  }
+
+  listRemembered(caller: Caller): RememberedRule[] {
+    return caller.visibleTeam === null ? this.deps.state.listRemembered(null) : this.deps.state.listRemembered(caller.visibleTeam);
+  }
+
+  removeRemembered(caller: Caller, id: string): void {
+    const rule = this.deps.state.listRemembered(caller.visibleTeam).find((r) => r.id === id);
+    if (!rule) throw new ServiceError('rule_not_found', `no remembered rule ${id}`);
+    this.deps.state.removeRemembered(id);
+    this.events.publish(rule.team, { type: 'rule_removed', rule });
+  }
+}
+
+/** What clients see of an approval. */
+export function approvalView(a: Approval): Record<string, unknown> {
+  return {
+    id: a.id,
+    execId: a.execId,
+    team: a.team,
+    status: a.status,
+    command: a.plan.command,
+    cwd: a.plan.cwd,
+    env: a.plan.env,
+    planHash: a.planHash,
+    explanation: a.explanation,
+    requestedBy: a.requestedBy,
+    createdAt: new Date(a.createdAt).toISOString(),
+    expiresAt: new Date(a.expiresAt).toISOString(),
+    resolvedAt: a.resolvedAt ? new Date(a.resolvedAt).toISOString() : undefined,
+    resolvedBy: a.resolvedBy,
+    note: a.note,
+    reason: a.reason,
+  };
+}
