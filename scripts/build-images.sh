@@ -59,8 +59,15 @@ if [ "$service" = 1 ]; then
   fi
   if ! have execgate/execgate:latest; then
     log "building execgate/execgate:latest from ./Dockerfile"
+    # Containers here may not reach the npm registry, so the context carries this checkout's node_modules.
+    ctx=$(mktemp -d /tmp/execgate-ctx.XXXXXX)
+    git ls-files -z --cached --others --exclude-standard | xargs -0 -I{} cp --parents {} "$ctx"/ 2>/dev/null || tar -c --exclude=node_modules --exclude=.git . | tar -C "$ctx" -x
+    rm -f "$ctx/.dockerignore"
     npm run build --silent
-    docker build -q --build-arg BASE="$NODE_BASE" --build-arg PREBUILT=1 -t execgate/execgate:latest . >/dev/null
+    cp -a dist "$ctx/dist"
+    (cd "$ctx" && npm ci --omit=dev --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null)
+    docker build -q --network none --build-arg BASE="$NODE_BASE" -t execgate/execgate:latest "$ctx" >/dev/null
+    rm -rf "$ctx"
   fi
 fi
 log "ready: $(docker image ls --format '{{.Repository}}:{{.Tag}}' | grep '^execgate/' | tr '\n' ' ')"

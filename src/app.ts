@@ -59,11 +59,12 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     loggerInstance: deps.logger as FastifyBaseLogger,
     bodyLimit: deps.config().gateway.bodyLimitBytes,
     trustProxy: deps.config().gateway.trustProxy,
-    disableRequestLogging: false,
     genReqId: () => `req_${Math.random().toString(36).slice(2, 10)}`,
   });
 
   app.decorateRequest('caller', null as unknown as AuthedCaller);
+  // JSON only: a text/plain body is a client mistake worth a 415, not a string to validate.
+  app.removeContentTypeParser('text/plain');
 
   app.setErrorHandler((err: Error & { statusCode?: number; code?: string; validation?: unknown }, req, reply) => {
     if (err instanceof ServiceError) {

@@ -65,6 +65,8 @@ export async function testApp(opts: { exec?: Record<string, unknown>; raw?: (dir
     config,
     dir,
     async close() {
+      // A client that aborted may leave its keep-alive socket open; it must not hold the test up.
+      app.server.closeAllConnections();
       await app.close();
       rmSync(dir, { recursive: true, force: true });
     },
