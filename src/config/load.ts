@@ -69,7 +69,7 @@ export interface AppConfig {
     auth: { enabled: boolean; tokens: AuthToken[] };
   };
   teams: Record<string, TeamConfig>;
-  approvals: { timeoutMs: number; webhookUrl?: string | undefined };
+  approvals: { timeoutMs: number; webhookUrl?: string | undefined; webhooks: Record<string, string> };
   store: { path: string };
   reaper: { intervalMs: number };
   /** Set when the embedded default generated a token: printed once at start-up. */
@@ -190,7 +190,7 @@ export function resolveConfig(raw: unknown, options: LoadOptions, source: string
     source,
     gateway: { host: file.gateway.host, port: file.gateway.port, bodyLimitBytes: file.gateway.bodyLimitBytes, trustProxy: file.gateway.trustProxy, auth },
     teams,
-    approvals: { timeoutMs: file.approvals.timeoutMs, webhookUrl: file.approvals.webhookUrl },
+    approvals: { timeoutMs: file.approvals.timeoutMs, webhookUrl: file.approvals.webhookUrl, webhooks: file.approvals.webhooks },
     store: { path: resolve(baseDir, file.store.path) },
     reaper: file.reaper,
   };

@@ -144,7 +144,8 @@ export const ConfigFileSchema = z
     approvals: z
       .object({
         timeoutMs: z.number().int().min(1000).default(300_000),
-        webhookUrl: z.string().url().optional(),
+        webhookUrl: z.url().optional().describe('POSTed a JSON notification when an approval is created (every team)'),
+        webhooks: z.record(z.string(), z.url()).default({}).describe('Per-team webhook URLs, over webhookUrl'),
       })
       .strict()
       .prefault({}),

@@ -119,7 +119,7 @@ const PAGE = String.raw`<!doctype html>
     return data;
   }
 
-  function say(text) { $('status').textContent = text; }
+  function say(text) { $('status').replaceChildren(visible(text)); }
 
   function renderApprovals() {
     const box = $('pending');
@@ -130,7 +130,7 @@ const PAGE = String.raw`<!doctype html>
     for (const a of pending) {
       const segs = el('ul');
       for (const s of a.explanation.segments || []) {
-        segs.append(el('li', null, el('code', null, visible(s.canonical)), ' — ', el('span', { class: s.verdict }, s.verdict), ' ', s.code, s.rule ? ' (rule: ' + s.rule + ')' : '', s.pattern ? ' (pattern: ' + s.pattern + ')' : '', ': ', s.reason));
+        segs.append(el('li', null, el('code', null, visible(s.canonical)), ' — ', el('span', { class: s.verdict }, s.verdict), ' ', s.code, s.rule ? ' (rule: ' + s.rule + ')' : '', s.pattern ? ' (pattern: ' + s.pattern + ')' : '', ': ', visible(s.reason)));
       }
       const scope = el('select', { 'aria-label': 'remember this approval' }, el('option', { value: '' }, 'just this once'), el('option', { value: 'exact' }, 'remember exactly this command'), el('option', { value: 'prefix' }, 'remember command + subcommand'));
       const ttl = el('select', { 'aria-label': 'remember for' }, el('option', { value: '3600000' }, 'for 1 hour'), el('option', { value: '86400000' }, 'for 1 day'), el('option', { value: '' }, 'until removed'));
@@ -140,7 +140,7 @@ const PAGE = String.raw`<!doctype html>
         el('div', { class: 'cmd' }, visible(a.command)),
         el('div', { class: 'meta' }, 'team ', el('b', null, a.team), ' · cwd ', el('code', null, visible(a.cwd)), ' · by ', a.requestedBy, ' · ', left),
         Object.keys(a.env || {}).length ? el('div', { class: 'meta' }, 'env: ', el('code', null, visible(Object.entries(a.env).map(([k, v]) => k + '=' + v).join(' ')))) : null,
-        el('div', { class: 'meta' }, 'why it asks: ', a.explanation.reason),
+        el('div', { class: 'meta' }, 'why it asks: ', visible(a.explanation.reason)),
         segs,
         el('div', { class: 'meta' }, 'plan ', el('code', null, a.planHash.slice(0, 16)), ' · policy ', el('code', null, a.explanation.policyHash)),
         el('div', { class: 'row' },

@@ -13,6 +13,7 @@ import { ServiceError } from './errors.js';
 import { EventHub } from './events.js';
 import type { ExecutionRecord, StateStore } from './state.js';
 import { OutputEncoder } from './output-encoder.js';
+import { WebhookNotifier } from './notifier.js';
 
 export interface Caller {
   /** The team the caller acts for. */
@@ -63,6 +64,7 @@ export interface ExecServiceDeps {
   state: StateStore;
   logger: Logger;
   clock: Clock;
+  notifier?: WebhookNotifier;
 }
 
 export function planHash(plan: ExecPlan): string {
@@ -77,15 +79,26 @@ export function planHash(plan: ExecPlan): string {
 export class ExecService {
   readonly events = new EventHub();
   readonly approvals: ApprovalQueue;
+  readonly notifier: WebhookNotifier;
   private readonly log: Logger;
 
   constructor(private readonly deps: ExecServiceDeps) {
     this.log = deps.logger.child({ component: 'exec' });
+    this.notifier =
+      deps.notifier ??
+      new WebhookNotifier({
+        urlFor: (team) => deps.config().approvals.webhooks[team] ?? deps.config().approvals.webhookUrl,
+        logger: deps.logger.child({ component: 'webhook' }),
+      });
     this.approvals = new ApprovalQueue({
       clock: deps.clock,
       timeoutMs: () => deps.config().approvals.timeoutMs,
       newId: () => `apr_${randomUUID()}`,
-      onEvent: (e) => this.events.publish(e.approval.team, { type: e.type, approval: approvalView(e.approval) }),
+      onEvent: (e) => {
+        const view = approvalView(e.approval);
+        this.events.publish(e.approval.team, { type: e.type, approval: view });
+        if (e.type === 'approval_created') this.notifier.notify(e.approval.team, { type: e.type, team: e.approval.team, approval: view });
+      },
     });
   }
 
