@@ -106,7 +106,7 @@ describe('dashboard in a real browser', () => {
     await page.goto(`${url}/#token=${HUMAN}`);
     await page.locator('#app').waitFor();
     expect(page.url()).toBe(`${url}/`);
-    expect(await page.evaluate(() => sessionStorage.getItem('execgate.token'))).toBe(HUMAN);
+    expect(await page.evaluate(() => (globalThis as unknown as { sessionStorage: { getItem(k: string): string | null } }).sessionStorage.getItem('execgate.token'))).toBe(HUMAN);
   });
 
   it('a wrong token is refused with a message', async () => {

@@ -94,7 +94,7 @@ describe('POST /v1/exec on a real engine', () => {
     const since = Math.floor(Date.now() / 1000) - 1;
     const res = await fetch(`${url}/v1/exec`, { method: 'POST', headers: headers(), body: JSON.stringify({ command: 'rm -rf /' }) });
     expect(res.status).toBe(403);
-    const body = await res.json();
+    const body = (await res.json()) as { error: { code: string; execId: string } };
     expect(body.error.code).toBe('policy_denied');
     // Docker's own event log: no container was ever created for this exec id.
     const stream = await docker.getEvents({ since, until: Math.floor(Date.now() / 1000) + 1, filters: { type: ['container'], event: ['create'], label: [`${LABEL_EXEC}=${body.error.execId}`] } });
