@@ -1,0 +1,700 @@
+/**
+ * Turns bash text into raw segments (one per simple command) by walking the tree-sitter-bash syntax tree
+ * with an allow-list of node kinds. Anything the walker does not know is reported as unsupported, never
+ * guessed at: a matcher that guesses is a matcher that can be bypassed.
+ */
+import type { Node, Parser } from 'web-tree-sitter';
+
+export interface Word {
+  /** The word after quote removal and escape processing; expansions keep their source text (`$HOME`). */
+  value: string;
+  /** Source text of the word. */
+  raw: string;
+  /** Holds a parameter expansion (`$x`, `${x}`), whose value the matcher cannot know. */
+  dynamic: boolean;
+  /** Holds an unquoted glob character (`*`, `?`, `[`), so it may expand to other words. */
+  glob: boolean;
+  /** Holds an unquoted brace expansion (`{a,b}`, `{1..3}`), so it expands to several words. */
+  brace: boolean;
+  /** Starts with an unquoted `~`, which bash replaces with a home directory. */
+  tilde: boolean;
+  /** Some part of it was quoted or escaped. */
+  quoted: boolean;
+  /** Why the word cannot be reasoned about (command substitution, `${x:-…}`…), or null. */
+  unsupported: string | null;
+}
+
+export interface Redirect {
+  op: string;
+  target: Word | null;
+  /** Opens the target for writing (`>`, `>>`, `>|`, `&>`, `&>>`, `<>`, `>&file`). */
+  write: boolean;
+  /** The target is a file descriptor (`2>&1`, `>&-`), not a path. */
+  fdDup: boolean;
+}
+
+export interface Assignment {
+  name: string;
+  value: Word | null;
+}
+
+export type SegmentKind = 'simple' | 'test' | 'declaration' | 'unset' | 'context';
+
+export interface RawSegment {
+  kind: SegmentKind;
+  /** Source text as written. */
+  source: string;
+  assignments: Assignment[];
+  /** argv as bash would build it (before wrappers are unwrapped); for `context` the words it checks. */
+  words: Word[];
+  redirects: Redirect[];
+  /** Inside a loop body or condition: a relative `cd` here could climb any number of times. */
+  inLoop: boolean;
+  /** Why this segment cannot be reasoned about, or null. */
+  unsupported: string | null;
+  /** How many `sh -c` levels deep the segment is. */
+  depth: number;
+}
+
+export type ParseResult = { ok: true; segments: RawSegment[] } | { ok: false; reason: string };
+
+/** Node kinds that only group statements; their named children are walked. */
+const GROUPING = new Set([
+  'program', 'list', 'pipeline', 'compound_statement', 'subshell', 'do_group', 'if_statement', 'elif_clause',
+  'else_clause', 'negated_command', 'while_statement',
+]);
+
+/** Kinds that may appear as (part of) a word. Everything else inside a word is unsupported. */
+const WORD_KINDS = new Set([
+  'word', 'string', 'raw_string', 'ansi_c_string', 'simple_expansion', 'expansion', 'concatenation', 'number',
+  'brace_expression', 'extglob_pattern', 'command_substitution', 'process_substitution', 'arithmetic_expansion',
+  'translated_string',
+]);
+
+const WRITE_OPS = new Set(['>', '>>', '>|', '&>', '&>>', '<>']);
+
+export function parseScript(parser: Parser, text: string, depth = 0): ParseResult {
+  const tree = parser.parse(text);
+  if (!tree) return { ok: false, reason: 'the command could not be parsed' };
+  try {
+    const root = tree.rootNode;
+    if (root.hasError) return { ok: false, reason: `the command does not parse as bash (${describeError(root)})` };
+    const skipped = uncoveredText(root, text);
+    if (skipped !== null) return { ok: false, reason: `${skipped}, so the command cannot be reasoned about` };
+    const walker = new Walker(parser, text, depth);
+    walker.statement(root, false);
+    return { ok: true, segments: walker.segments };
+  } finally {
+    tree.delete();
+  }
+}
+
+/**
+ * tree-sitter-bash silently drops some text (a word made of `\ ` alone, for one): every non-blank
+ * character must belong to some token, or the tree is not the command bash will run.
+ */
+function uncoveredText(root: Node, text: string): string | null {
+  let pos = 0;
+  const stack: Node[] = [root];
+  let gapFound: string | null = null;
+  const visitLeaf = (start: number, end: number): void => {
+    if (start > pos) {
+      const gap = text.slice(pos, start);
+      if (/[^ \t\n]/.test(gap) && gapFound === null) gapFound = gap.trim();
+    }
+    if (end > pos) pos = end;
+  };
+  while (stack.length > 0) {
+    const n = stack.pop() as Node;
+    if ((n.type === 'ansi_c_string' || n.type === 'raw_string') && !quoteEndsAtNodeEnd(n.text)) {
+      return `the parser misreads the quoting of ${JSON.stringify(n.text.slice(0, 40))}`;
+    }
+    const count = n.childCount;
+    if (count === 0) { visitLeaf(n.startIndex, n.endIndex); continue; }
+    for (let i = count - 1; i >= 0; i--) stack.push(n.child(i) as Node);
+  }
+  visitLeaf(text.length, text.length);
+  return gapFound === null ? null : `the parser skipped ${JSON.stringify(gapFound)}`;
+}
+
+/**
+ * tree-sitter-bash reads `$'\\'` as an unfinished string (it takes `\'` for an escaped quote), so
+ * `echo $'\\' ; rm -rf x ; # '` looks like one echo while bash runs rm. Re-scan every single-quoted
+ * string the way bash does and refuse the tree when the closing quote is not where the node ends.
+ */
+function quoteEndsAtNodeEnd(text: string): boolean {
+  const ansi = text.startsWith("$'");
+  let i = ansi ? 2 : 1;
+  for (; i < text.length; i++) {
+    const ch = text[i];
+    if (ansi && ch === '\\') { i++; continue; }
+    if (ch === "'") break;
+  }
+  return i === text.length - 1;
+}
+
+function describeError(root: Node): string {
+  const stack: Node[] = [root];
+  while (stack.length > 0) {
+    const n = stack.pop() as Node;
+    if (n.isError) return `syntax error near ${JSON.stringify(n.text.slice(0, 40))}`;
+    if (n.isMissing) return `missing ${JSON.stringify(n.type)}`;
+    for (const c of n.children) stack.push(c);
+  }
+  return 'syntax error';
+}
+
+class Walker {
+  readonly segments: RawSegment[] = [];
+  constructor(
+    private readonly parser: Parser,
+    private readonly text: string,
+    private readonly depth: number,
+  ) {}
+
+  statement(node: Node, inLoop: boolean): void {
+    const t = node.type;
+    if (t === 'comment') return;
+    if (GROUPING.has(t)) {
+      const loop = inLoop || t === 'while_statement';
+      for (const c of node.namedChildren) this.statement(c, loop);
+      return;
+    }
+    switch (t) {
+      case 'command':
+        this.command(node, [], inLoop);
+        return;
+      case 'redirected_statement':
+        this.redirected(node, inLoop);
+        return;
+      case 'variable_assignment':
+      case 'variable_assignments':
+        this.assignmentsOnly(node, inLoop);
+        return;
+      case 'for_statement':
+        this.forStatement(node, inLoop);
+        return;
+      case 'case_statement':
+        this.caseStatement(node, inLoop);
+        return;
+      case 'test_command':
+        this.testCommand(node, [], inLoop);
+        return;
+      case 'declaration_command':
+      case 'unset_command':
+        this.declaration(node, [], inLoop);
+        return;
+      case 'function_definition':
+        // Walk the body so a blocked command inside still decides, but a definition changes what a later
+        // name runs, so the statement itself is unsupported.
+        this.unsupported(node, 'function definitions change what later command names run', inLoop);
+        for (const c of node.namedChildren) if (c.type !== 'word') this.statement(c, inLoop);
+        return;
+      default:
+        this.unsupported(node, `the construct ${describeKind(t)} is not supported`, inLoop);
+        for (const c of node.namedChildren) if (isStatementLike(c.type)) this.statement(c, inLoop);
+    }
+  }
+
+  private unsupported(node: Node, reason: string, inLoop: boolean): void {
+    this.segments.push(emptySegment('context', node.text, inLoop, this.depth, reason));
+  }
+
+  private redirected(node: Node, inLoop: boolean): void {
+    const redirects: Redirect[] = [];
+    const redirectNodes: Node[] = [];
+    const extra: Node[] = [];
+    let problem: string | null = null;
+    for (let i = 0; i < node.childCount; i++) {
+      const c = node.child(i) as Node;
+      if (node.fieldNameForChild(i) !== 'redirect') continue;
+      redirectNodes.push(c);
+      const r = this.redirect(c);
+      if (typeof r === 'string') problem ??= r;
+      else {
+        redirects.push(r.redirect);
+        extra.push(...r.extra);
+        problem ??= r.problem;
+      }
+    }
+    const body = node.childForFieldName('body');
+    if (extra.length > 0 && body?.type !== 'command') {
+      problem ??= 'words after a redirect target of a compound command are not supported';
+    }
+    if (body === null) {
+      // `> file` alone truncates a file: keep it as a segment with no argv so the path check sees it.
+      const seg = emptySegment('simple', node.text, inLoop, this.depth, problem);
+      seg.redirects = redirects;
+      this.segments.push(seg);
+      return;
+    }
+    if (body.type === 'command') {
+      this.command(body, redirects, inLoop, problem, node.text, redirectNodes, extra);
+    } else if (body.type === 'test_command') {
+      this.testCommand(body, redirects, inLoop, problem);
+    } else if (body.type === 'declaration_command' || body.type === 'unset_command') {
+      this.declaration(body, redirects, inLoop, problem);
+    } else {
+      // A redirect on a compound statement applies to every command inside: check it as its own context.
+      const seg = emptySegment('context', node.text, inLoop, this.depth, problem);
+      seg.redirects = redirects;
+      this.segments.push(seg);
+      this.statement(body, inLoop);
+    }
+  }
+
+  private redirect(node: Node): { redirect: Redirect; problem: string | null; extra: Node[] } | string {
+    if (node.type === 'heredoc_redirect') return 'heredocs are not supported';
+    if (node.type === 'herestring_redirect') return 'here-strings are not supported';
+    if (node.type !== 'file_redirect') return `the redirect ${describeKind(node.type)} is not supported`;
+    let op = '';
+    let target: Word | null = null;
+    // tree-sitter-bash hangs the words that follow a redirect target (`nice 5<x rm -rf y`) on the redirect
+    // as more destinations; bash makes them arguments of the command. Hand them back as such.
+    const extra: Node[] = [];
+    for (let i = 0; i < node.childCount; i++) {
+      const c = node.child(i) as Node;
+      const field = node.fieldNameForChild(i);
+      if (field === 'descriptor') continue;
+      if (field === 'destination') {
+        if (target === null) target = this.word([c]);
+        else extra.push(c);
+      } else if (!c.isNamed) op += c.type;
+      else return `the redirect part ${describeKind(c.type)} is not supported`;
+    }
+    const dupOp = op === '>&' || op === '<&';
+    const fdDup = dupOp && target !== null && !target.dynamic && /^(\d+-?|-)$/.test(target.value);
+    const write = WRITE_OPS.has(op) || (op === '>&' && !fdDup);
+    if (op === '<&' && !fdDup) return 'an input fd duplication to a non-descriptor is not supported';
+    return { redirect: { op, target, write, fdDup }, problem: target?.unsupported ?? null, extra };
+  }
+
+  private command(
+    node: Node, redirects: Redirect[], inLoop: boolean, inherited: string | null = null, source?: string,
+    outerRedirects: Node[] = [], extra: Node[] = [],
+  ): void {
+    const assignments: Assignment[] = [];
+    let parts: Node[] = [];
+    const redirectNodes: Node[] = [...outerRedirects];
+    let problem = inherited;
+    for (let i = 0; i < node.childCount; i++) {
+      const c = node.child(i) as Node;
+      const field = node.fieldNameForChild(i);
+      if (c.type === 'variable_assignment') {
+        const a = this.assignment(c);
+        problem ??= a.problem;
+        assignments.push(a.assignment);
+      } else if (field === 'redirect' || c.type === 'file_redirect' || c.type.endsWith('_redirect')) {
+        redirectNodes.push(c);
+        const r = this.redirect(c);
+        if (typeof r === 'string') problem ??= r;
+        else {
+          redirects.push(r.redirect);
+          parts.push(...r.extra);
+          problem ??= r.problem;
+        }
+      } else if (c.type === 'command_name') {
+        parts.push(...c.children);
+      } else if (field === 'argument' || c.type === '$') {
+        parts.push(c);
+      } else if (c.type === 'comment') {
+        continue;
+      } else {
+        problem ??= `the command part ${describeKind(c.type)} is not supported`;
+      }
+    }
+    parts.push(...extra);
+    parts.sort((x, y) => x.startIndex - y.startIndex);
+    // `cat 0</etc/passwd`: tree-sitter sometimes keeps the descriptor digits as an argument. A word glued to
+    // the redirect that follows it is its descriptor in bash (`{name}` allocates one and sets a variable).
+    const redirectStarts = new Set(redirectNodes.map((r) => r.startIndex));
+    parts = parts.filter((p) => {
+      if (!redirectStarts.has(p.endIndex)) return true;
+      if (/^\d+$/.test(p.text)) return false;
+      if (/^\{\w+\}$/.test(p.text)) problem ??= 'named file descriptors (`{fd}>file`) are not supported';
+      return true;
+    });
+    const words = this.words(parts);
+    for (const w of words) problem ??= w.unsupported;
+    this.segments.push({
+      kind: 'simple', source: source ?? node.text, assignments, words, redirects, inLoop, unsupported: problem, depth: this.depth,
+    });
+  }
+
+  private assignment(node: Node): { assignment: Assignment; problem: string | null } {
+    const nameNode = node.childForFieldName('name');
+    const valueNode = node.childForFieldName('value');
+    let problem: string | null = null;
+    if (nameNode === null || nameNode.type !== 'variable_name') {
+      problem = 'an assignment to an array element or computed name is not supported';
+    }
+    let op = '';
+    for (const c of node.children) if (!c.isNamed) op += c.type;
+    if (op !== '=' && op !== '+=') problem ??= `the assignment operator ${JSON.stringify(op)} is not supported`;
+    let value: Word | null = null;
+    if (valueNode !== null) {
+      if (valueNode.type === 'array') problem ??= 'array assignments are not supported';
+      else {
+        value = this.word([valueNode]);
+        problem ??= value.unsupported;
+      }
+    }
+    return { assignment: { name: nameNode?.text ?? node.text, value }, problem };
+  }
+
+  private assignmentsOnly(node: Node, inLoop: boolean): void {
+    const list = node.type === 'variable_assignment' ? [node] : node.namedChildren;
+    const assignments: Assignment[] = [];
+    let problem: string | null = null;
+    for (const c of list) {
+      if (c.type !== 'variable_assignment') { problem ??= `${describeKind(c.type)} is not supported here`; continue; }
+      const a = this.assignment(c);
+      problem ??= a.problem;
+      assignments.push(a.assignment);
+    }
+    const seg = emptySegment('simple', node.text, inLoop, this.depth, problem);
+    seg.assignments = assignments;
+    this.segments.push(seg);
+  }
+
+  private forStatement(node: Node, inLoop: boolean): void {
+    const keyword = node.child(0);
+    if (keyword?.type === 'select') {
+      this.unsupported(node, '`select` reads its choice from stdin, which is not supported', inLoop);
+    }
+    const values: Node[] = [];
+    for (let i = 0; i < node.childCount; i++) {
+      if (node.fieldNameForChild(i) === 'value') values.push(node.child(i) as Node);
+    }
+    // The word list is expanded like arguments: check it for unsupported expansions and path words.
+    const words = values.map((v) => this.word([v]));
+    const seg = emptySegment('context', node.text.split('\n')[0] ?? node.text, inLoop, this.depth, null);
+    seg.words = words;
+    for (const w of words) seg.unsupported ??= w.unsupported;
+    this.segments.push(seg);
+    const body = node.childForFieldName('body');
+    if (body) this.statement(body, true);
+  }
+
+  private caseStatement(node: Node, inLoop: boolean): void {
+    const words: Word[] = [];
+    for (let i = 0; i < node.childCount; i++) {
+      const c = node.child(i) as Node;
+      if (node.fieldNameForChild(i) === 'value') words.push(this.word([c]));
+      else if (c.type === 'case_item') {
+        for (let j = 0; j < c.childCount; j++) {
+          const cc = c.child(j) as Node;
+          if (c.fieldNameForChild(j) === 'value') words.push(this.word([cc]));
+          else if (cc.isNamed) this.statement(cc, inLoop);
+        }
+      } else if (c.isNamed && c.type !== 'comment') {
+        this.unsupported(c, `the case part ${describeKind(c.type)} is not supported`, inLoop);
+      }
+    }
+    const seg = emptySegment('context', node.text.split('\n')[0] ?? node.text, inLoop, this.depth, null);
+    // Case patterns are matched, not expanded to files: only their unsupported parts matter.
+    for (const w of words) seg.unsupported ??= w.unsupported;
+    this.segments.push(seg);
+  }
+
+  private testCommand(node: Node, redirects: Redirect[], inLoop: boolean, inherited: string | null = null): void {
+    const open = node.child(0)?.type ?? '[';
+    const leaves: Node[] = [];
+    let problem = inherited;
+    const visit = (n: Node): void => {
+      for (const c of n.children) {
+        if (!c.isNamed) continue;
+        if (c.type === 'unary_expression' || c.type === 'binary_expression' || c.type === 'parenthesized_expression'
+          || c.type === 'negated_expression') visit(c);
+        else if (c.type === 'test_operator' || WORD_KINDS.has(c.type) || c.type === 'regex') leaves.push(c);
+        else problem ??= `the test part ${describeKind(c.type)} is not supported`;
+      }
+    };
+    visit(node);
+    const words = leaves.map((l) => (l.type === 'test_operator' || l.type === 'regex' ? literalWord(l.text) : this.word([l])));
+    for (const w of words) problem ??= w.unsupported;
+    // `[[ x -eq y ]]` evaluates both sides as arithmetic, and arithmetic on `a[$(cmd)]` runs cmd: only
+    // plain integers are safe there.
+    if (open === '[[' && words.some((w) => /^-(eq|ne|lt|le|gt|ge)$/.test(w.value))) {
+      const bad = words.find((w) => !/^-(eq|ne|lt|le|gt|ge)$/.test(w.value) && !/^-?\d+$/.test(w.value) && !/^(&&|\|\||!|\(|\))$/.test(w.value));
+      if (bad) problem ??= '`[[ … -eq … ]]` evaluates its operands as arithmetic, which can run commands';
+    }
+    this.segments.push({
+      kind: 'test', source: node.text, assignments: [], words: [literalWord(open), ...words], redirects, inLoop,
+      unsupported: problem, depth: this.depth,
+    });
+  }
+
+  private declaration(node: Node, redirects: Redirect[], inLoop: boolean, inherited: string | null = null): void {
+    const keyword = node.child(0)?.type ?? 'declare';
+    const words: Word[] = [literalWord(keyword)];
+    const assignments: Assignment[] = [];
+    let problem = inherited;
+    for (const c of node.namedChildren) {
+      if (c.type === 'variable_assignment') {
+        const a = this.assignment(c);
+        problem ??= a.problem;
+        assignments.push(a.assignment);
+        words.push(literalWord(c.text));
+      } else if (c.type === 'variable_name') {
+        assignments.push({ name: c.text, value: null });
+        words.push(literalWord(c.text));
+      } else if (WORD_KINDS.has(c.type)) {
+        const w = this.word([c]);
+        problem ??= w.unsupported;
+        words.push(w);
+      } else {
+        problem ??= `the ${keyword} part ${describeKind(c.type)} is not supported`;
+      }
+    }
+    this.segments.push({
+      kind: node.type === 'unset_command' ? 'unset' : 'declaration', source: node.text, assignments, words, redirects,
+      inLoop, unsupported: problem, depth: this.depth,
+    });
+  }
+
+  /** Builds argv words from argument nodes, joining nodes that touch (bash sees one word there). */
+  private words(parts: Node[]): Word[] {
+    const out: Word[] = [];
+    let group: Node[] = [];
+    for (const p of parts) {
+      const last = group[group.length - 1];
+      if (last !== undefined && last.endIndex !== p.startIndex) {
+        out.push(this.word(group));
+        group = [];
+      }
+      group.push(p);
+    }
+    if (group.length > 0) out.push(this.word(group));
+    return out;
+  }
+
+  /** Evaluates adjacent nodes as one word (quote removal, escapes, expansion flags). */
+  word(nodes: Node[]): Word {
+    const w: Word = {
+      value: '', raw: '', dynamic: false, glob: false, brace: false, tilde: false, quoted: false, unsupported: null,
+    };
+    // `mask` holds the unquoted, unescaped characters (others become `_`), to find globs, braces and `~`.
+    const acc = { mask: '' };
+    const flat: Node[] = [];
+    for (const n of nodes) {
+      if (n.type === 'concatenation') flat.push(...n.children);
+      else flat.push(n);
+    }
+    for (let i = 0; i < flat.length; i++) {
+      const n = flat[i] as Node;
+      const next = flat[i + 1];
+      if (n.type === '$' && n.text === '$' && next !== undefined && next.type === 'string' && next.startIndex === n.endIndex) {
+        // `$"…"` is a locale-translated string: with no message catalog it is the plain string.
+        continue;
+      }
+      this.part(n, w, acc);
+    }
+    w.raw = nodes.map((n) => n.text).join('');
+    const mask = acc.mask;
+    if (/[*?[]/.test(mask) || /[@!+]\(/.test(mask)) w.glob = true;
+    if (/\{[^{}]*(,|\.\.)[^{}]*\}/.test(mask)) w.brace = true;
+    if (mask.startsWith('~')) w.tilde = true;
+    return w;
+  }
+
+  private part(n: Node, w: Word, acc: { mask: string }): void {
+    switch (n.type) {
+      case 'word':
+      case '$': {
+        // tree-sitter-bash sometimes emits an escaped `\$` as an anonymous `$` token: unescape it like a word.
+        const u = unescapeUnquoted(n.text);
+        w.value += u.value;
+        acc.mask += u.mask;
+        if (u.value !== n.text) w.quoted = true;
+        return;
+      }
+      case 'number':
+        w.value += n.text;
+        acc.mask += n.text;
+        return;
+      case 'extglob_pattern':
+        w.value += n.text;
+        acc.mask += n.text;
+        w.glob = true;
+        return;
+      case 'raw_string': {
+        const inner = n.text.slice(1, -1);
+        w.value += inner;
+        acc.mask += '_'.repeat(inner.length);
+        w.quoted = true;
+        return;
+      }
+      case 'ansi_c_string': {
+        const decoded = decodeAnsiC(n.text.slice(2, -1));
+        if (decoded === null) w.unsupported ??= `the $'…' string ${JSON.stringify(n.text)} is not supported`;
+        else {
+          w.value += decoded;
+          acc.mask += '_'.repeat(decoded.length);
+        }
+        w.quoted = true;
+        return;
+      }
+      case 'string':
+      case 'translated_string':
+        this.doubleQuoted(n, w);
+        acc.mask += '_'.repeat(Math.max(0, n.text.length - 2));
+        w.quoted = true;
+        return;
+      case 'simple_expansion':
+      case 'expansion':
+        this.expansion(n, w);
+        acc.mask += '_';
+        return;
+      case 'brace_expression':
+        w.value += n.text;
+        acc.mask += n.text;
+        w.brace = true;
+        return;
+      case 'command_substitution':
+        w.unsupported ??= n.text.startsWith('`') ? 'backtick command substitution is not supported' : '`$( )` command substitution is not supported';
+        w.value += n.text;
+        this.nestedStatements(n);
+        return;
+      case 'process_substitution':
+        w.unsupported ??= 'process substitution is not supported';
+        w.value += n.text;
+        this.nestedStatements(n);
+        return;
+      case 'arithmetic_expansion':
+        w.unsupported ??= 'arithmetic expansion is not supported';
+        w.value += n.text;
+        return;
+      default:
+        w.unsupported ??= `the word part ${describeKind(n.type)} is not supported`;
+        w.value += n.text;
+    }
+  }
+
+  /** Statements inside `$( )` or `<( )` still run: collect them so a blocked command in there decides. */
+  private nestedStatements(n: Node): void {
+    for (const c of n.namedChildren) if (isStatementLike(c.type)) this.statement(c, false);
+  }
+
+  private doubleQuoted(n: Node, w: Word): void {
+    let pos = n.startIndex + (n.type === 'translated_string' ? 2 : 1);
+    const end = n.endIndex - 1;
+    const text = this.text;
+    const gap = (to: number): void => {
+      if (to > pos) w.value += unescapeDouble(text.slice(pos, to));
+    };
+    for (const c of n.namedChildren) {
+      if (c.type === 'string_content') continue;
+      gap(c.startIndex);
+      if (c.type === 'simple_expansion' || c.type === 'expansion') this.expansion(c, w);
+      else if (c.type === 'command_substitution') {
+        w.unsupported ??= c.text.startsWith('`') ? 'backtick command substitution is not supported' : '`$( )` command substitution is not supported';
+        w.value += c.text;
+        this.nestedStatements(c);
+      } else if (c.type === 'arithmetic_expansion') {
+        w.unsupported ??= 'arithmetic expansion is not supported';
+        w.value += c.text;
+      } else {
+        w.unsupported ??= `the string part ${describeKind(c.type)} is not supported`;
+        w.value += c.text;
+      }
+      pos = c.endIndex;
+    }
+    gap(end);
+  }
+
+  /** Plain `$name` / `${name}` only: operators (`${x:-…}`, `${x/…}`, `${!x}`, `${#x}`, `${x@…}`) are unsupported. */
+  private expansion(n: Node, w: Word): void {
+    w.dynamic = true;
+    w.value += n.text;
+    const named = n.namedChildren;
+    const okName = named.length === 1 && (named[0]?.type === 'variable_name' || named[0]?.type === 'special_variable_name');
+    if (n.type === 'simple_expansion') {
+      if (!okName) w.unsupported ??= `the expansion ${n.text} is not supported`;
+      return;
+    }
+    const anon = n.children.filter((c) => !c.isNamed).map((c) => c.type).join('');
+    if (!okName || anon !== '${}') w.unsupported ??= `the parameter expansion ${n.text} uses an operator, which is not supported`;
+  }
+}
+
+function isStatementLike(type: string): boolean {
+  return GROUPING.has(type) || ['command', 'redirected_statement', 'for_statement', 'case_statement', 'test_command',
+    'declaration_command', 'unset_command', 'function_definition', 'c_style_for_statement', 'variable_assignment',
+    'variable_assignments', 'compound_statement'].includes(type);
+}
+
+function describeKind(type: string): string {
+  const names: Record<string, string> = {
+    c_style_for_statement: '`for (( … ))`',
+    arithmetic_expansion: 'arithmetic `$(( ))`',
+    compound_statement: '`{ … }`',
+    heredoc_redirect: 'heredoc',
+    herestring_redirect: 'here-string',
+  };
+  return names[type] ?? `\`${type}\``;
+}
+
+function emptySegment(kind: SegmentKind, source: string, inLoop: boolean, depth: number, unsupported: string | null): RawSegment {
+  return { kind, source, assignments: [], words: [], redirects: [], inLoop, unsupported, depth };
+}
+
+export function literalWord(value: string): Word {
+  return { value, raw: value, dynamic: false, glob: false, brace: false, tilde: false, quoted: false, unsupported: null };
+}
+
+/** Unquoted word: `\c` is `c`. The mask marks escaped characters so `\*` is not a glob. */
+function unescapeUnquoted(text: string): { value: string; mask: string } {
+  if (!text.includes('\\')) return { value: text, mask: text };
+  let value = '';
+  let mask = '';
+  for (let i = 0; i < text.length; i++) {
+    const ch = text[i] as string;
+    if (ch === '\\' && i + 1 < text.length) {
+      value += text[i + 1];
+      mask += '_';
+      i++;
+    } else {
+      value += ch;
+      mask += ch;
+    }
+  }
+  return { value, mask };
+}
+
+/** Inside double quotes a backslash only escapes `$`, backtick, `"`, `\` and newline. */
+function unescapeDouble(text: string): string {
+  if (!text.includes('\\')) return text;
+  return text.replace(/\\([$`"\\\n])/g, (_m, c: string) => (c === '\n' ? '' : c));
+}
+
+/**
+ * Decodes the body of a `$'…'` string as bash does. Returns null when the result holds characters we refuse
+ * (NUL truncates the word in bash; other control characters hide what runs).
+ */
+export function decodeAnsiC(body: string): string | null {
+  let out = '';
+  for (let i = 0; i < body.length; i++) {
+    const ch = body[i] as string;
+    if (ch !== '\\' || i + 1 >= body.length) { out += ch; continue; }
+    const e = body[++i] as string;
+    const simple: Record<string, string> = {
+      a: '\x07', b: '\b', e: '\x1b', E: '\x1b', f: '\f', n: '\n', r: '\r', t: '\t', v: '\v', '\\': '\\', "'": "'", '"': '"', '?': '?',
+    };
+    if (e in simple) { out += simple[e]; continue; }
+    let m: RegExpExecArray | null;
+    const rest = body.slice(i);
+    if ((m = /^[0-7]{1,3}/.exec(rest))) { out += String.fromCharCode(parseInt(m[0], 8) & 0xff); i += m[0].length - 1; continue; }
+    if ((m = /^x([0-9a-fA-F]{1,2})/.exec(rest))) { out += String.fromCharCode(parseInt(m[1] as string, 16)); i += m[0].length - 1; continue; }
+    if ((m = /^u([0-9a-fA-F]{1,4})/.exec(rest))) { out += String.fromCodePoint(parseInt(m[1] as string, 16)); i += m[0].length - 1; continue; }
+    if ((m = /^U([0-9a-fA-F]{1,8})/.exec(rest))) {
+      const cp = parseInt(m[1] as string, 16);
+      if (cp > 0x10ffff) return null;
+      out += String.fromCodePoint(cp); i += m[0].length - 1; continue;
+    }
+    if (e === 'c') return null; // control-character escapes: refused
+    out += '\\' + e;
+  }
+  if (/[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/.test(out)) return null;
+  return out;
+}
