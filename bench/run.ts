@@ -48,6 +48,7 @@ async function main(): Promise<void> {
   const config = resolveConfig(
     {
       gateway: { auth: { token: TOKEN } },
+      store: { path: `${dir}-store` },
       agents: { defaults: { toolPolicies: { exec: { mode: 'allowed', allowedPaths: [dir] } }, sandbox: { image: IMAGE, pool: { size: 0 } } } },
     },
     { baseDir: dir },

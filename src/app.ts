@@ -68,6 +68,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
 
   app.setErrorHandler((err: Error & { statusCode?: number; code?: string; validation?: unknown }, req, reply) => {
     if (err instanceof ServiceError) {
+      if (err.code === 'too_many_requests') reply.header('retry-after', String(err.details.retryAfterSeconds ?? 1));
       return reply.code(err.status).send({ error: { code: err.code, message: err.message, ...err.details } });
     }
     if (err instanceof ZodError) {
@@ -115,6 +116,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     return { status: 'ready', runtimes: state.runtimes, images: state.images };
   });
 
+  app.get('/metrics', async (_req, reply) => reply.type(service.metrics.contentType).send(await service.metrics.text()));
+
   app.get('/', async (_req, reply) => reply.type('text/html; charset=utf-8').header('cache-control', 'no-store').header('content-security-policy', "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; connect-src 'self'; frame-ancestors 'none'").send(dashboardHtml()));
 
   app.post('/v1/policy/check', { config: { role: 'exec' } }, async (req) => {
@@ -137,6 +140,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     reply.raw.on('close', () => {
       if (!reply.raw.writableFinished) ac.abort();
     });
+    // An allowed run waits for its team's quota slot before answering, so a full queue is a real 429.
+    // (An `ask` takes its slot after approval; a full queue then ends its stream with an error event.)
+    if (outcome.prepared.decision.decision === 'allow') await service.admit(outcome.prepared, ac.signal);
     const events = service.run(outcome.prepared, ac.signal);
     const format = negotiate(req.headers.accept);
     if (format === 'json') return answerOnce(reply, outcome.prepared.execId, events);

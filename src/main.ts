@@ -7,16 +7,19 @@ import pino, { type Logger } from 'pino';
 import { buildApp } from './app.js';
 import { systemClock } from './approvals/queue.js';
 import { ConfigError, embeddedDefaultConfig, isLoopback, loadConfigFile, type AppConfig } from './config/load.js';
-import { createPolicyEngine, type PolicyEngine } from './policy/index.js';
+import { createPolicyEngine, policyHash, type PolicyEngine } from './policy/index.js';
 import { DockerRunner } from './runner/docker-runner.js';
 import { ExecService } from './service/exec-service.js';
-import { MemoryStateStore } from './service/state.js';
+import { SqliteStateStore } from './store/sqlite-store.js';
 
 const USAGE = `execgate — a sandboxed exec gateway
 
 Usage:
   execgate serve [--config FILE] [--host H] [--port N]   run the service (EXECGATE_CONFIG = --config)
+  execgate audit verify [--config FILE | --store DIR]    check the audit chain; names the first broken record
   execgate --help
+
+Signals: SIGHUP reloads the config file (a bad file is refused and the old one kept); SIGTERM drains.
 
 With no config file the service starts on the embedded default: loopback only, sandboxed mode,
 exec approval-required, the current directory as the only allowed path, and a random token.`;
@@ -66,7 +69,9 @@ async function serve(argv: string[]): Promise<void> {
 
   const instance = process.env.EXECGATE_INSTANCE ?? createHash('sha256').update(`${hostname()}:${config.store.path}`).digest('hex').slice(0, 12);
   const runner = new DockerRunner({ instance, logger: logger.child({ component: 'runner' }), docker: new Docker() });
-  const state = new MemoryStateStore();
+  const state = new SqliteStateStore(config.store.path, config.store.history);
+  const recovered = state.recoverAfterRestart();
+  if (recovered.failed + recovered.expired > 0) logger.warn(recovered, 'marked executions interrupted by the last stop as failed / expired');
   const service = new ExecService({ config: () => config, runner, engine, state, logger, clock: systemClock });
   let draining = false;
   const app = await buildApp({ config: () => config, service, runner, state, logger, isDraining: () => draining });
@@ -111,16 +116,72 @@ async function serve(argv: string[]): Promise<void> {
     deadline.unref();
     await app.close();
     await runner.close();
+    await service.notifier.idle();
+    state.close();
     logger.info('stopped');
     process.exit(0);
   };
+  process.on('SIGHUP', () => {
+    const path = values.config ?? process.env.EXECGATE_CONFIG;
+    if (!path) {
+      logger.warn('SIGHUP: running on the embedded default; there is no file to reload');
+      return;
+    }
+    try {
+      const next = loadConfig(path, engine, values);
+      if (next.gateway.host !== config.gateway.host || next.gateway.port !== config.gateway.port || next.store.path !== config.store.path) {
+        logger.warn('SIGHUP: gateway.host, gateway.port and store.path take effect only after a restart');
+        next.gateway.host = config.gateway.host;
+        next.gateway.port = config.gateway.port;
+        next.store = config.store;
+      }
+      // Running executions keep the team settings they started with; new requests get the new ones.
+      config = next;
+      const policies = Object.fromEntries(Object.values(next.teams).map((t) => [t.name, policyHash(t.policy)]));
+      state.appendAudit('config_reloaded', 'default', { source: next.source, policies });
+      logger.info({ config: next.source, policies }, 'configuration reloaded');
+    } catch (err) {
+      const problems = err instanceof ConfigError ? err.problems : [(err as Error).message];
+      logger.error({ problems }, 'configuration reload refused; keeping the previous configuration');
+    }
+  });
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
   process.on('SIGINT', () => void shutdown('SIGINT'));
+}
+
+async function audit(argv: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({ args: argv, options: { config: { type: 'string', short: 'c' }, store: { type: 'string' } }, allowPositionals: true, strict: true });
+  if (positionals[0] !== 'verify') fail(`usage: execgate audit verify [--config FILE | --store DIR]`);
+  let dir = values.store;
+  if (!dir) {
+    const path = values.config ?? process.env.EXECGATE_CONFIG;
+    if (!path) fail('audit verify needs --config FILE or --store DIR');
+    try {
+      dir = loadConfigFile(path).store.path;
+    } catch (err) {
+      if (err instanceof ConfigError) fail(err.message);
+      throw err;
+    }
+  }
+  const store = new SqliteStateStore(dir);
+  try {
+    const r = store.verifyAudit();
+    if (r.ok) {
+      process.stdout.write(`audit chain intact: ${r.records} records, head ${r.head}\n`);
+      return;
+    }
+    process.stdout.write(`audit chain BROKEN at record ${r.brokenAt}: ${r.reason}\n`);
+    process.exitCode = 1;
+  } finally {
+    store.close();
+  }
 }
 
 async function main(): Promise<void> {
   const [cmd, ...rest] = process.argv.slice(2);
   switch (cmd) {
+    case 'audit':
+      return audit(rest);
     case 'serve':
     case undefined:
       return serve(rest);

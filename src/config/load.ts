@@ -1,6 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync, realpathSync, statSync } from 'node:fs';
-import { extname, isAbsolute, resolve } from 'node:path';
+import { homedir } from 'node:os';
+import { extname, isAbsolute, join, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import type { z } from 'zod';
 import type { AllowedPath, ExecPolicy, PolicyRule } from '../policy/types.js';
@@ -43,8 +44,15 @@ export interface RuleExample {
   notMatch?: string[] | undefined;
 }
 
+export interface QuotaSettings {
+  maxConcurrent: number;
+  maxQueued: number;
+  cpuSecondsPerHour: number | null;
+}
+
 export interface TeamConfig {
   name: string;
+  quota: QuotaSettings;
   policy: ExecPolicy;
   sandbox: SandboxSettings;
   ruleExamples: RuleExample[];
@@ -70,7 +78,7 @@ export interface AppConfig {
   };
   teams: Record<string, TeamConfig>;
   approvals: { timeoutMs: number; webhookUrl?: string | undefined; webhooks: Record<string, string> };
-  store: { path: string };
+  store: { path: string; history: { maxAgeMs?: number | undefined; maxPerTeam: number } };
   reaper: { intervalMs: number };
   /** Set when the embedded default generated a token: printed once at start-up. */
   generatedToken?: string;
@@ -135,9 +143,15 @@ export function loadConfigFile(path: string, options: Omit<LoadOptions, 'baseDir
 /** The configuration used when no file is given (SPEC §1). */
 export function embeddedDefaultConfig(options: LoadOptions & { cwd: string }): AppConfig {
   const token = randomBytes(24).toString('base64url');
+  const env = options.env ?? process.env;
+  // Not ./execgate-data: the current directory is the allowed path, and the store must stay out of reach of
+  // the sandbox. One store per project directory, under the user's state directory.
+  const stateHome = env.XDG_STATE_HOME || join(homedir(), '.local', 'state');
+  const storePath = join(stateHome, 'execgate', createHash('sha256').update(options.cwd).digest('hex').slice(0, 12));
   const raw = {
     gateway: { host: '127.0.0.1', port: 8787, auth: { enabled: true, token } },
     agents: { defaults: { toolPolicies: { exec: { allowedPaths: [options.cwd] } } } },
+    store: { path: storePath },
   };
   const config = resolveConfig(raw, { ...options, baseDir: options.cwd }, '(embedded default)');
   config.generatedToken = token;
@@ -181,6 +195,27 @@ export function resolveConfig(raw: unknown, options: LoadOptions, source: string
     }
   }
 
+  // The store holds history, remembered allow rules and the audit chain: a sandbox that could write it could
+  // approve itself. So it may not lie inside (or contain) any allowed path.
+  const storePath = resolve(baseDir, file.store.path);
+  const storeReal = realpathOrSelf(storePath);
+  for (const team of Object.values(teams)) {
+    for (const p of team.policy.allowedPaths) {
+      if (isWithin(storeReal, p.path) || isWithin(p.path, storeReal)) {
+        problems.push(`store.path: "${storePath}" overlaps the allowed path "${p.path}" of team "${team.name}"; a sandbox could edit its own history and remembered rules`);
+      }
+    }
+  }
+  // Teams never share a network: a named network belongs to one team.
+  const networkOwner = new Map<string, string>();
+  for (const team of Object.values(teams)) {
+    const n = team.sandbox.network;
+    if (n === 'none' || n === 'team') continue;
+    const other = networkOwner.get(n);
+    if (other) problems.push(`agents.teams.${team.name}.sandbox.network: network "${n}" is already used by team "${other}"; teams never share a network (use "team")`);
+    networkOwner.set(n, team.name);
+  }
+
   if (options.checkRuleExamples) {
     for (const team of Object.values(teams)) problems.push(...options.checkRuleExamples(team.ruleExamples).map((p) => `agents.teams.${team.name}: ${p}`));
   }
@@ -191,7 +226,10 @@ export function resolveConfig(raw: unknown, options: LoadOptions, source: string
     gateway: { host: file.gateway.host, port: file.gateway.port, bodyLimitBytes: file.gateway.bodyLimitBytes, trustProxy: file.gateway.trustProxy, auth },
     teams,
     approvals: { timeoutMs: file.approvals.timeoutMs, webhookUrl: file.approvals.webhookUrl, webhooks: file.approvals.webhooks },
-    store: { path: resolve(baseDir, file.store.path) },
+    store: {
+      path: storePath,
+      history: { maxAgeMs: file.store.history.maxAgeDays !== undefined ? file.store.history.maxAgeDays * 86_400_000 : undefined, maxPerTeam: file.store.history.maxPerTeam },
+    },
     reaper: file.reaper,
   };
 }
@@ -234,6 +272,7 @@ function resolveTeam(name: string, s: ResolvedAgentSettings, baseDir: string, pr
   if (problems.length > before) return undefined;
   return {
     name,
+    quota: s.quota,
     policy: {
       securityMode: s.security.mode,
       toolMode: exec.mode,
@@ -304,6 +343,18 @@ function tokenDigest(value: string, env: NodeJS.ProcessEnv, where: string, probl
     return undefined;
   }
   return sha256(value);
+}
+
+function realpathOrSelf(p: string): string {
+  try {
+    return realpathSync(p);
+  } catch {
+    return p;
+  }
+}
+
+function isWithin(child: string, parent: string): boolean {
+  return child === parent || child.startsWith(parent.endsWith('/') ? parent : `${parent}/`);
 }
 
 export function isLoopback(host: string): boolean {

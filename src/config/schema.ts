@@ -62,7 +62,11 @@ const SandboxInputSchema = z
   .object({
     image: z.string().min(1).describe('Image the commands run in; must have /bin/sh'),
     runtime: z.string().min(1).describe('OCI runtime dockerd knows: runc, runsc (gVisor), ...'),
-    network: z.string().min(1).describe('"none" (default), or a Docker network the team may use'),
+    network: z
+      .string()
+      .min(1)
+      .refine((n) => n !== 'host' && !n.startsWith('container:') && n !== 'default', 'the host\'s or another container\'s network namespace is never given to a sandbox')
+      .describe('"none" (default); "team": a Docker network of the team\'s own, created on demand, that no other team\'s sandboxes are on; or the name of an existing network used by this team only'),
     memoryMb: z.number().int().min(16).max(1 << 20),
     cpus: z.number().positive().max(256),
     pidsLimit: z.number().int().min(8).max(1 << 22),
@@ -75,9 +79,19 @@ const SandboxInputSchema = z
   .strict()
   .partial();
 
+const QuotaInputSchema = z
+  .object({
+    maxConcurrent: z.number().int().min(1).max(1024).describe('Executions of the team running at once; more wait in a queue'),
+    maxQueued: z.number().int().min(0).max(100_000).describe('Executions waiting for a slot; beyond this: 429 with Retry-After'),
+    cpuSecondsPerHour: z.number().positive().nullable().describe('Ceiling on sandbox CPU time reserved per rolling hour (cpus x run time); null = none'),
+  })
+  .strict()
+  .partial();
+
 export const AgentSettingsInputSchema = z
   .object({
     security: z.object({ mode: SecurityModeSchema }).strict().partial(),
+    quota: QuotaInputSchema,
     toolPolicies: z.object({ exec: ExecToolPolicyInputSchema }).strict().partial(),
     sandbox: SandboxInputSchema,
   })
@@ -88,6 +102,7 @@ export type AgentSettingsInput = z.infer<typeof AgentSettingsInputSchema>;
 /** The complete per-team settings after the merge. */
 export const ResolvedAgentSettingsSchema = z.object({
   security: z.object({ mode: SecurityModeSchema }),
+  quota: QuotaInputSchema.required(),
   toolPolicies: z.object({ exec: ExecToolPolicyInputSchema.required() }),
   sandbox: SandboxInputSchema.required().extend({ pool: PoolSchema }),
 });
@@ -149,7 +164,19 @@ export const ConfigFileSchema = z
       })
       .strict()
       .prefault({}),
-    store: z.object({ path: z.string().min(1).default('./execgate-data') }).strict().prefault({}),
+    store: z
+      .object({
+        path: z.string().min(1).default('./execgate-data').describe('Directory of the SQLite file; must not be inside an allowed path'),
+        history: z
+          .object({
+            maxAgeDays: z.number().positive().optional().describe('Executions older than this are pruned'),
+            maxPerTeam: z.number().int().min(1).default(10_000).describe('At most this many executions are kept per team'),
+          })
+          .strict()
+          .prefault({}),
+      })
+      .strict()
+      .prefault({}),
     reaper: z.object({ intervalMs: z.number().int().min(1000).default(60_000) }).strict().prefault({}),
   })
   .strict();
@@ -158,6 +185,7 @@ export type ConfigFile = z.infer<typeof ConfigFileSchema>;
 /** Built-in values under every agents.defaults key a file leaves out. */
 export const BUILTIN_AGENT_DEFAULTS = {
   security: { mode: 'sandboxed' },
+  quota: { maxConcurrent: 4, maxQueued: 32, cpuSecondsPerHour: null },
   toolPolicies: {
     exec: {
       mode: 'approval-required',

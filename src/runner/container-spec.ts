@@ -8,6 +8,9 @@ export const LABEL_EXEC = 'io.execgate.exec';
 /** Epoch ms after which any execgate instance may remove the container. */
 export const LABEL_DEADLINE = 'io.execgate.deadline';
 
+/** The Docker network a team with `sandbox.network: "team"` gets to itself. */
+export const teamNetworkName = (team: string): string => `execgate-team-${team}`;
+
 /** Grace after a run's time-out before the reaper treats its container as a leftover. */
 export const DEADLINE_GRACE_MS = 60_000;
 
@@ -15,7 +18,7 @@ export const DEADLINE_GRACE_MS = 60_000;
  * The Docker create body of one sandbox (SPEC §4). Every setting is fixed here, at creation, so the
  * container never needs a second API call to be hardened.
  */
-export function containerSpec(spec: RunSpec, instance: string, now: number): ContainerCreateOptions {
+export function containerSpec(spec: RunSpec, instance: string, now: number, network: string = spec.sandbox.network): ContainerCreateOptions {
   const s = spec.sandbox;
   const memory = s.memoryMb * 1024 * 1024;
   return {
@@ -32,7 +35,7 @@ export function containerSpec(spec: RunSpec, instance: string, now: number): Con
     AttachStdin: spec.stdin !== undefined,
     AttachStdout: true,
     AttachStderr: true,
-    NetworkDisabled: s.network === 'none',
+    NetworkDisabled: network === 'none',
     Labels: {
       [LABEL_MANAGED]: 'true',
       [LABEL_INSTANCE]: instance,
@@ -41,7 +44,7 @@ export function containerSpec(spec: RunSpec, instance: string, now: number): Con
       [LABEL_DEADLINE]: String(now + spec.timeoutMs + DEADLINE_GRACE_MS),
     },
     HostConfig: {
-      NetworkMode: s.network,
+      NetworkMode: network,
       Runtime: s.runtime,
       ReadonlyRootfs: true,
       // /tmp is the only writable place besides read-write allowed paths; noexec is not set because build

@@ -1,6 +1,6 @@
 import Docker from 'dockerode';
 import type { Logger } from 'pino';
-import { LABEL_DEADLINE, LABEL_EXEC, LABEL_INSTANCE, LABEL_MANAGED, containerSpec } from './container-spec.js';
+import { LABEL_DEADLINE, LABEL_EXEC, LABEL_INSTANCE, LABEL_MANAGED, LABEL_TEAM, containerSpec, teamNetworkName } from './container-spec.js';
 import { demuxDockerStream } from './demux.js';
 import type { ReadyState, RunEvent, RunResult, RunSpec, Runner } from './types.js';
 
@@ -42,6 +42,7 @@ export class DockerRunner implements Runner {
   /** Exec ids whose container may exist: the reaper never touches these. */
   private readonly activeExecs = new Set<string>();
   private readonly removals = new Set<Promise<void>>();
+  private readonly networks = new Map<string, Promise<string>>();
 
   constructor(opts: DockerRunnerOptions) {
     this.docker = opts.docker ?? new Docker();
@@ -72,7 +73,8 @@ export class DockerRunner implements Runner {
     const onAbort = (): void => kill('client disconnected');
 
     try {
-      container = await this.docker.createContainer(containerSpec(spec, this.instance, this.now()));
+      const network = spec.sandbox.network === 'team' ? await this.teamNetwork(spec.team) : spec.sandbox.network;
+      container = await this.docker.createContainer(containerSpec(spec, this.instance, this.now(), network));
       const withStdin = spec.stdin !== undefined;
       const stream = (await container.attach({ stream: true, stdout: true, stderr: true, stdin: withStdin, hijack: withStdin })) as NodeJS.ReadWriteStream;
       await container.start();
@@ -148,6 +150,34 @@ export class DockerRunner implements Runner {
       this.removals.delete(p);
     });
     this.removals.add(p);
+  }
+
+  /**
+   * A bridge network per team, created on first use: Docker isolates bridge networks from each other, so one
+   * team's sandboxes cannot reach another's.
+   */
+  teamNetwork(team: string): Promise<string> {
+    let p = this.networks.get(team);
+    if (!p) {
+      const name = teamNetworkName(team);
+      p = (async () => {
+        try {
+          await this.docker.getNetwork(name).inspect();
+        } catch (err) {
+          if ((err as DockerError).statusCode !== 404) throw err;
+          await this.docker
+            .createNetwork({ Name: name, Driver: 'bridge', CheckDuplicate: true, Labels: { [LABEL_MANAGED]: 'true', [LABEL_TEAM]: team } })
+            .catch((e: DockerError) => {
+              if (e.statusCode !== 409) throw e; // created concurrently: fine
+            });
+          this.log.info({ team, network: name }, 'created team network');
+        }
+        return name;
+      })();
+      p.catch(() => this.networks.delete(team));
+      this.networks.set(team, p);
+    }
+    return p;
   }
 
   async ready(images: string[]): Promise<ReadyState> {

@@ -14,6 +14,8 @@ import { EventHub } from './events.js';
 import type { ExecutionRecord, StateStore } from './state.js';
 import { OutputEncoder } from './output-encoder.js';
 import { WebhookNotifier } from './notifier.js';
+import { Metrics } from './metrics.js';
+import { TeamQuota } from './quota.js';
 
 export interface Caller {
   /** The team the caller acts for. */
@@ -53,6 +55,8 @@ export interface PreparedExec {
   stdin?: Buffer | undefined;
   timeoutMs: number;
   interactive: boolean;
+  /** Set once the execution holds a quota slot. */
+  release?: (() => void) | undefined;
 }
 
 export type PrepareOutcome = { ok: true; prepared: PreparedExec } | { ok: false; execId: string; decision: Decision };
@@ -65,6 +69,7 @@ export interface ExecServiceDeps {
   logger: Logger;
   clock: Clock;
   notifier?: WebhookNotifier;
+  metrics?: Metrics;
 }
 
 export function planHash(plan: ExecPlan): string {
@@ -80,10 +85,21 @@ export class ExecService {
   readonly events = new EventHub();
   readonly approvals: ApprovalQueue;
   readonly notifier: WebhookNotifier;
+  readonly metrics: Metrics;
+  private readonly quotas = new Map<string, TeamQuota>();
   private readonly log: Logger;
 
   constructor(private readonly deps: ExecServiceDeps) {
     this.log = deps.logger.child({ component: 'exec' });
+    this.metrics = deps.metrics ?? new Metrics();
+    this.metrics.sources = {
+      approvalsPending: () => {
+        const out: Record<string, number> = {};
+        for (const a of this.approvals.list(null, 'pending')) out[a.team] = (out[a.team] ?? 0) + 1;
+        return out;
+      },
+      queueDepth: () => Object.fromEntries([...this.quotas].map(([team, q]) => [team, q.depth])),
+    };
     this.notifier =
       deps.notifier ??
       new WebhookNotifier({
@@ -96,6 +112,10 @@ export class ExecService {
       newId: () => `apr_${randomUUID()}`,
       onEvent: (e) => {
         const view = approvalView(e.approval);
+        if (e.type === 'approval_resolved') {
+          const a = e.approval;
+          deps.state.appendAudit('approval_resolved', a.team, { approvalId: a.id, execId: a.execId, status: a.status, by: a.resolvedBy, note: a.note, reason: a.reason, planHash: a.planHash });
+        }
         this.events.publish(e.approval.team, { type: e.type, approval: view });
         if (e.type === 'approval_created') this.notifier.notify(e.approval.team, { type: e.type, team: e.approval.team, approval: view });
       },
@@ -115,6 +135,7 @@ export class ExecService {
   setSafeMode(team: string, enabled: boolean, by: string): void {
     this.team(team);
     this.deps.state.setSafeMode(team, enabled);
+    this.deps.state.appendAudit('safe_mode_changed', team, { enabled, by });
     this.log.info({ team, enabled, by }, 'safe mode changed');
     this.events.publish(team, { type: 'safe_mode_changed', team, enabled, by });
   }
@@ -178,6 +199,8 @@ export class ExecService {
     this.deps.state.putExecution(record);
     if (decision.decision === 'deny') {
       this.log.info({ execId, team: team.name, decision: 'deny', code: decision.code, by: caller.name }, 'exec denied');
+      this.metrics.executions.inc({ team: team.name, decision: 'deny', status: 'denied' });
+      this.deps.state.appendAudit('execution', team.name, auditView(record));
       this.events.publish(team.name, { type: 'execution_denied', execution: record });
       return { ok: false, execId, decision };
     }
@@ -186,6 +209,29 @@ export class ExecService {
       ok: true,
       prepared: { execId, caller, team, plan, planHash: planHash(plan), decision, stdin: req.stdin, timeoutMs, interactive: req.interactive !== false },
     };
+  }
+
+  quota(team: string): TeamQuota {
+    let q = this.quotas.get(team);
+    if (!q) {
+      q = new TeamQuota(() => this.deps.config().teams[team]?.quota ?? { maxConcurrent: 1, maxQueued: 0, cpuSecondsPerHour: null }, this.deps.clock);
+      this.quotas.set(team, q);
+    }
+    return q;
+  }
+
+  /** Waits for a quota slot (or throws 429); the slot is held until the run ends. */
+  async admit(p: PreparedExec, signal: AbortSignal): Promise<void> {
+    if (p.release) return;
+    try {
+      p.release = await this.quota(p.team.name).acquire(signal);
+    } catch (err) {
+      if (err instanceof ServiceError && err.code === 'too_many_requests') {
+        this.metrics.rejectedByQuota.inc({ team: p.team.name });
+        this.finishRecord(p, { status: 'failed', error: 'too_many_requests' });
+      }
+      throw err;
+    }
   }
 
   /** Runs a prepared exec; the consumer pulls events (backpressure) and aborts `signal` when its client leaves. */
@@ -219,6 +265,22 @@ export class ExecService {
       yield { type: 'approval_resolved', approved: true, by: r.by, note: r.note };
     }
 
+    try {
+      await this.admit(p, signal);
+    } catch (err) {
+      if (signal.aborted) return this.finishRecord(p, { status: 'failed', error: 'client_disconnected' });
+      const e = err instanceof ServiceError ? err : new ServiceError('internal_error', String(err));
+      yield { type: 'error', code: e.code, message: e.message };
+      return;
+    }
+    try {
+      yield* this.runAdmitted(p, signal, log);
+    } finally {
+      p.release?.();
+    }
+  }
+
+  private async *runAdmitted(p: PreparedExec, signal: AbortSignal, log: Logger): AsyncGenerator<ExecEvent, void, void> {
     if (signal.aborted) {
       this.finishRecord(p, { status: 'failed', error: 'client_disconnected' });
       return;
@@ -232,6 +294,7 @@ export class ExecService {
     const enc = { stdout: new OutputEncoder(), stderr: new OutputEncoder() };
     let bytesOut = 0;
     let result: RunResult | undefined;
+    this.metrics.containersRunning.inc({ team: p.team.name });
     try {
       for (;;) {
         const next = await gen.next();
@@ -251,16 +314,20 @@ export class ExecService {
     } finally {
       // Reached on normal end and when the consumer stops early: the runner's own finally removes the container.
       if (!result) await gen.return(undefined as never).catch(() => undefined);
+      this.metrics.containersRunning.dec({ team: p.team.name });
     }
+    this.quota(p.team.name).charge(p.team.sandbox.cpus, result.durationMs);
     for (const s of ['stdout', 'stderr'] as const) for (const c of enc[s].flush()) yield { type: s, ...c };
 
     const fields = { exitCode: result.exitCode, durationMs: result.durationMs, timedOut: result.timedOut, oomKilled: result.oomKilled, truncated: result.truncated, bytesOut };
     if (result.error) {
+      if (['docker_unavailable', 'image_missing', 'runtime_unavailable', 'runner_failed'].includes(result.error.code)) this.metrics.dockerErrors.inc({ team: p.team.name, code: result.error.code });
       this.finishRecord(p, { ...fields, status: 'failed', error: result.error.code });
       log.warn({ code: result.error.code, durationMs: result.durationMs }, 'exec failed');
       yield { type: 'error', code: result.error.code, message: result.error.message };
       return;
     }
+    this.metrics.duration.observe({ team: p.team.name }, result.durationMs / 1000);
     this.finishRecord(p, { ...fields, status: 'finished' });
     log.info({ decision: p.decision.decision, exitCode: result.exitCode, durationMs: result.durationMs, timedOut: result.timedOut, truncated: result.truncated, oomKilled: result.oomKilled, bytesOut }, 'exec finished');
     yield { type: 'exit', exitCode: result.exitCode, durationMs: result.durationMs, timedOut: result.timedOut, oomKilled: result.oomKilled, truncated: result.truncated };
@@ -268,7 +335,12 @@ export class ExecService {
 
   private finishRecord(p: PreparedExec, fields: Partial<ExecutionRecord>): void {
     this.deps.state.updateExecution(p.execId, { ...fields, finishedAt: this.deps.clock.now() });
-    this.events.publish(p.team.name, { type: 'execution_finished', execution: this.deps.state.getExecution(p.execId) });
+    const r = this.deps.state.getExecution(p.execId);
+    if (r) {
+      this.metrics.executions.inc({ team: r.team, decision: r.decision, status: r.status });
+      this.deps.state.appendAudit('execution', r.team, auditView(r));
+    }
+    this.events.publish(p.team.name, { type: 'execution_finished', execution: r });
   }
 
   /** Approves, and with `remember` adds a persistent allow rule for the team (never over a hard deny). */
@@ -283,6 +355,7 @@ export class ExecService {
     if (!out.ok) throw new ServiceError(out.code, out.message);
     if (rule) {
       this.deps.state.addRemembered(rule);
+      this.deps.state.appendAudit('rule_remembered', rule.team, rule);
       this.log.info({ team: rule.team, rule: rule.id, scope: rule.scope, by: caller.name }, 'remembered rule added');
       this.events.publish(rule.team, { type: 'rule_remembered', rule });
     }
@@ -326,8 +399,18 @@ export class ExecService {
     const rule = this.deps.state.listRemembered(caller.visibleTeam).find((r) => r.id === id);
     if (!rule) throw new ServiceError('rule_not_found', `no remembered rule ${id}`);
     this.deps.state.removeRemembered(id);
+    this.deps.state.appendAudit('rule_removed', rule.team, { id, by: caller.name, command: rule.command });
     this.events.publish(rule.team, { type: 'rule_removed', rule });
   }
+}
+
+/** What the audit chain keeps of an execution: who, what, where, the decision and the outcome. */
+function auditView(r: ExecutionRecord): Record<string, unknown> {
+  return {
+    execId: r.id, requestedBy: r.requestedBy, command: r.command, cwd: r.cwd, decision: r.decision, code: r.code, policyHash: r.policyHash,
+    status: r.status, approvalId: r.approvalId, approvedBy: r.approvedBy, image: r.image, runtime: r.runtime, exitCode: r.exitCode,
+    durationMs: r.durationMs, timedOut: r.timedOut, oomKilled: r.oomKilled, truncated: r.truncated, bytesOut: r.bytesOut, error: r.error,
+  };
 }
 
 /** What clients see of an approval. */

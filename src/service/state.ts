@@ -1,5 +1,6 @@
 import type { RememberedRule } from '../approvals/remember.js';
 import type { Decision } from '../policy/types.js';
+import { GENESIS, auditHash, verifyChain, type AuditRecord, type VerifyResult } from '../store/audit.js';
 
 export type ExecutionStatus = 'denied' | 'pending_approval' | 'running' | 'finished' | 'failed' | 'rejected' | 'expired' | 'withdrawn';
 
@@ -49,6 +50,8 @@ export interface StateStore {
   listRemembered(team: string | null): RememberedRule[];
   getSafeMode(team: string): boolean | undefined;
   setSafeMode(team: string, enabled: boolean): void;
+  /** Appends to the tamper-evident audit chain. */
+  appendAudit(type: string, team: string, payload: unknown): void;
   close(): void;
 }
 
@@ -96,6 +99,15 @@ export class MemoryStateStore implements StateStore {
   }
   setSafeMode(team: string, enabled: boolean): void {
     this.safeModes.set(team, enabled);
+  }
+  readonly audit: AuditRecord[] = [];
+  appendAudit(type: string, team: string, payload: unknown): void {
+    const prev = this.audit.at(-1)?.hash ?? GENESIS;
+    const rec = { seq: this.audit.length + 1, ts: Date.now(), type, team, payload: JSON.stringify(payload), prev };
+    this.audit.push({ ...rec, hash: auditHash(rec) });
+  }
+  verifyAudit(): VerifyResult {
+    return verifyChain(this.audit);
   }
   close(): void {}
 }

@@ -26,6 +26,7 @@ beforeAll(async () => {
   const eng = await engine();
   const config = resolveConfig(
     {
+      store: { path: `${project.path}-store` },
       gateway: { auth: { tokens: [{ token: AGENT, team: 'data', roles: ['exec'], name: 'agent' }, { token: HUMAN, team: 'data', roles: ['approve'], name: 'alice' }] } },
       agents: {
         defaults: { toolPolicies: { exec: { mode: 'approval-required', allowedPaths: [project.path] } }, sandbox: { image: SANDBOX_IMAGE, runtime: TEST_RUNTIME } },

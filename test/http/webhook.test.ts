@@ -27,6 +27,7 @@ describe('approval webhook', () => {
         gateway: { auth: { tokens: [{ token: TOKENS.agent, team: 'data', roles: ['exec', 'approve'] }] } },
         agents: { defaults: { toolPolicies: { exec: { mode: 'approval-required', allowedPaths: [dir] } } }, teams: { data: {}, web: {} } },
         approvals: { webhooks: { data: hook } },
+        store: { path: `${dir}-store` },
       }),
     });
     // Swap in a notifier whose backoff is recorded rather than slept.

@@ -27,6 +27,7 @@ beforeAll(async () => {
   const eng = await engine();
   config = resolveConfig(
     {
+      store: { path: `${project.path}-store` },
       gateway: { auth: { token: TOKEN } },
       agents: {
         defaults: {

@@ -49,6 +49,7 @@ export async function testApp(opts: { exec?: Record<string, unknown>; raw?: (dir
     },
     agents: { defaults: { toolPolicies: { exec }, sandbox: { user: '1000:1000' } }, teams: { data: {}, web: {} } },
     approvals: { timeoutMs: 60_000 },
+    store: { path: `${dir}-store` },
   };
   const eng = await engine();
   const config = resolveConfig(raw, { baseDir: dir, checkRuleExamples: (r) => eng.checkRuleExamples(r) }, 'test');

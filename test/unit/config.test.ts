@@ -15,6 +15,7 @@ afterAll(() => {
 
 const base = (over: Record<string, unknown> = {}) => ({
   gateway: { auth: { token: 'admin-secret' } },
+  store: { path: `${dir}-store` },
   agents: { defaults: { toolPolicies: { exec: { allowedPaths: [dir] } } } },
   ...over,
 });
@@ -76,7 +77,7 @@ describe('valid configs', () => {
         approvals: { timeoutMs: 300000 },
         store: { path: './execgate-data' },
       },
-      { baseDir: dir },
+      { baseDir: '/var/tmp' },
       'test',
     );
     expect(Object.keys(c.teams).sort()).toEqual(['data', 'default']);
@@ -87,12 +88,13 @@ describe('valid configs', () => {
     expect(c.teams.data!.policy.rules[0]!.pattern.test('git status')).toBe(true);
     expect(c.teams.default!.sandbox.memoryMb).toBe(512);
     expect(c.gateway.auth.tokens).toHaveLength(4);
-    expect(c.store.path).toBe(join(dir, 'execgate-data'));
+    expect(c.store.path).toBe('/var/tmp/execgate-data');
+    expect(c.teams.data!.quota).toEqual({ maxConcurrent: 4, maxQueued: 32, cpuSecondsPerHour: null });
   });
 
   it('loads YAML and JSON files', () => {
     const y = join(dir, 'c.yaml');
-    writeFileSync(y, `gateway:\n  port: 9999\n  auth:\n    token: admin-secret\nagents:\n  defaults:\n    toolPolicies:\n      exec:\n        allowedPaths: ["${dir}"]\n`);
+    writeFileSync(y, `store:\n  path: ${dir}-store\ngateway:\n  port: 9999\n  auth:\n    token: admin-secret\nagents:\n  defaults:\n    toolPolicies:\n      exec:\n        allowedPaths: ["${dir}"]\n`);
     expect(loadConfigFile(y).gateway.port).toBe(9999);
     const j = join(dir, 'c.json');
     writeFileSync(j, JSON.stringify(base({ gateway: { port: 7777, auth: { token: 'admin-secret' } } })));
@@ -118,8 +120,9 @@ describe('valid configs', () => {
     expect(c.gateway.auth.tokens.map((t) => t.digest.toString('hex'))).toEqual([hash, createHash('sha256').update('from-the-env-1').digest('hex')]);
   });
 
-  it('embedded default: loopback, approval-required, cwd allowed, a random token', () => {
-    const a = embeddedDefaultConfig({ cwd: dir });
+  it('embedded default: loopback, approval-required, cwd allowed, a random token, the store outside cwd', () => {
+    const a = embeddedDefaultConfig({ cwd: dir, env: { XDG_STATE_HOME: '/var/lib/state' } });
+    expect(a.store.path).toMatch(/^\/var\/lib\/state\/execgate\/[0-9a-f]{12}$/);
     const b = embeddedDefaultConfig({ cwd: dir });
     expect(a.gateway.host).toBe('127.0.0.1');
     expect(a.gateway.auth.enabled).toBe(true);
@@ -159,6 +162,10 @@ describe('invalid configs name the key and the problem', () => {
     ['token for an undefined team', base({ gateway: { auth: { tokens: [{ token: 'abcdefgh1', team: 'ghost', roles: ['exec'] }] } } }), /team "ghost" is not defined/],
     ['unknown role', base({ gateway: { auth: { tokens: [{ token: 'abcdefgh1', roles: ['root'] }] } } }), /tokens\.0\.roles\.0/],
     ['duplicate token', base({ gateway: { auth: { token: 'admin-secret', tokens: [{ token: 'admin-secret', roles: ['exec'] }] } } }), /the same token is configured twice/],
+    ['store inside an allowed path', base({ store: { path: './execgate-data' } }), /store\.path: .* overlaps the allowed path/],
+    ['host network', base({ agents: { defaults: { toolPolicies: { exec: { allowedPaths: [dir] } }, sandbox: { network: 'host' } } } }), /sandbox\.network: the host's or another container's network/],
+    ['two teams on one named network', base({ agents: { defaults: { toolPolicies: { exec: { allowedPaths: [dir] } } }, teams: { a: { sandbox: { network: 'shared' } }, b: { sandbox: { network: 'shared' } } } } }), /network "shared" is already used by team "a"/],
+    ['quota', base({ agents: { defaults: { toolPolicies: { exec: { allowedPaths: [dir] } }, quota: { maxConcurrent: 0 } } } }), /agents\.defaults\.quota\.maxConcurrent/],
     ['auth off on a public address', base({ gateway: { host: '0.0.0.0', auth: { enabled: false } } }), /gateway\.host: "0\.0\.0\.0" is not a loopback address/],
   ])('%s', (_name, raw, expected) => {
     const p = problems(raw);
