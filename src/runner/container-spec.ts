@@ -18,11 +18,12 @@ export const DEADLINE_GRACE_MS = 60_000;
  * The Docker create body of one sandbox (SPEC §4). Every setting is fixed here, at creation, so the
  * container never needs a second API call to be hardened.
  */
-export function containerSpec(spec: RunSpec, instance: string, now: number, network: string = spec.sandbox.network): ContainerCreateOptions {
+export function containerSpec(spec: RunSpec, instance: string, now: number, network: string = spec.sandbox.network, imageId: string = spec.sandbox.image): ContainerCreateOptions {
   const s = spec.sandbox;
   const memory = s.memoryMb * 1024 * 1024;
   return {
-    Image: s.image,
+    // Created from the image id the tag resolved to, so the digest in the history is exactly what ran.
+    Image: imageId,
     Cmd: ['/bin/sh', '-c', spec.command],
     // The image's own entrypoint could run anything first; the sandbox runs exactly the approved command.
     Entrypoint: [],

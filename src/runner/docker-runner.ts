@@ -43,6 +43,7 @@ export class DockerRunner implements Runner {
   private readonly activeExecs = new Set<string>();
   private readonly removals = new Set<Promise<void>>();
   private readonly networks = new Map<string, Promise<string>>();
+  private readonly imageIds = new Map<string, Promise<string>>();
 
   constructor(opts: DockerRunnerOptions) {
     this.docker = opts.docker ?? new Docker();
@@ -74,7 +75,16 @@ export class DockerRunner implements Runner {
 
     try {
       const network = spec.sandbox.network === 'team' ? await this.teamNetwork(spec.team) : spec.sandbox.network;
-      container = await this.docker.createContainer(containerSpec(spec, this.instance, this.now(), network));
+      let imageId = await this.imageId(spec.sandbox.image);
+      try {
+        container = await this.docker.createContainer(containerSpec(spec, this.instance, this.now(), network, imageId));
+      } catch (err) {
+        // The tag was rebuilt or removed since it was resolved: resolve it again, once.
+        if ((err as DockerError).statusCode !== 404) throw err;
+        this.imageIds.delete(spec.sandbox.image);
+        imageId = await this.imageId(spec.sandbox.image);
+        container = await this.docker.createContainer(containerSpec(spec, this.instance, this.now(), network, imageId));
+      }
       const withStdin = spec.stdin !== undefined;
       const stream = (await container.attach({ stream: true, stdout: true, stderr: true, stdin: withStdin, hijack: withStdin })) as NodeJS.ReadWriteStream;
       await container.start();
@@ -90,7 +100,7 @@ export class DockerRunner implements Runner {
       );
       if (spec.stdin !== undefined) stream.end(spec.stdin);
 
-      yield { type: 'started', containerId: container.id, image: spec.sandbox.image };
+      yield { type: 'started', containerId: container.id, image: spec.sandbox.image, imageId };
 
       let total = 0;
       const max = spec.sandbox.maxOutputBytes;
@@ -152,6 +162,20 @@ export class DockerRunner implements Runner {
     this.removals.add(p);
   }
 
+  /** The image id (sha256 digest) a tag names, cached; the reaper's tick forgets the cache. */
+  imageId(image: string): Promise<string> {
+    let p = this.imageIds.get(image);
+    if (!p) {
+      p = this.docker
+        .getImage(image)
+        .inspect()
+        .then((i) => i.Id);
+      p.catch(() => this.imageIds.delete(image));
+      this.imageIds.set(image, p);
+    }
+    return p;
+  }
+
   /**
    * A bridge network per team, created on first use: Docker isolates bridge networks from each other, so one
    * team's sandboxes cannot reach another's.
@@ -205,6 +229,7 @@ export class DockerRunner implements Runner {
   }
 
   async reap(): Promise<number> {
+    this.imageIds.clear();
     const list = await this.docker.listContainers({ all: true, filters: { label: [`${LABEL_MANAGED}=true`] } });
     const now = this.now();
     let removed = 0;

@@ -16,7 +16,7 @@ export interface RunSpec {
 }
 
 export type RunEvent =
-  | { type: 'started'; containerId: string; image: string }
+  | { type: 'started'; containerId: string; image: string; imageId: string }
   | { type: 'output'; stream: 'stdout' | 'stderr'; data: Buffer };
 
 export interface RunResult {

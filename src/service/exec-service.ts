@@ -195,6 +195,16 @@ export class ExecService {
       createdAt: this.deps.clock.now(),
       image: team.sandbox.image,
       runtime: team.sandbox.runtime,
+      mounts: team.policy.allowedPaths.map((m) => ({ path: m.path, readOnly: m.readOnly })),
+      limits: {
+        memoryMb: team.sandbox.memoryMb,
+        cpus: team.sandbox.cpus,
+        pidsLimit: team.sandbox.pidsLimit,
+        timeoutMs: Math.min(req.timeoutMs ?? team.sandbox.timeoutMs, team.sandbox.timeoutMs),
+        maxOutputBytes: team.sandbox.maxOutputBytes,
+        network: team.sandbox.network,
+        user: team.sandbox.user,
+      },
     };
     this.deps.state.putExecution(record);
     if (decision.decision === 'deny') {
@@ -304,7 +314,7 @@ export class ExecService {
         }
         const e = next.value;
         if (e.type === 'started') {
-          this.deps.state.updateExecution(p.execId, { containerId: e.containerId });
+          this.deps.state.updateExecution(p.execId, { containerId: e.containerId, imageId: e.imageId });
           yield { type: 'started', containerId: e.containerId, image: e.image };
         } else {
           bytesOut += e.data.length;
@@ -408,7 +418,7 @@ export class ExecService {
 function auditView(r: ExecutionRecord): Record<string, unknown> {
   return {
     execId: r.id, requestedBy: r.requestedBy, command: r.command, cwd: r.cwd, decision: r.decision, code: r.code, policyHash: r.policyHash,
-    status: r.status, approvalId: r.approvalId, approvedBy: r.approvedBy, image: r.image, runtime: r.runtime, exitCode: r.exitCode,
+    status: r.status, approvalId: r.approvalId, approvedBy: r.approvedBy, image: r.image, imageId: r.imageId, runtime: r.runtime, mounts: r.mounts, limits: r.limits, exitCode: r.exitCode,
     durationMs: r.durationMs, timedOut: r.timedOut, oomKilled: r.oomKilled, truncated: r.truncated, bytesOut: r.bytesOut, error: r.error,
   };
 }

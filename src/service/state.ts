@@ -22,7 +22,11 @@ export interface ExecutionRecord {
   rejectedReason?: string;
   containerId?: string;
   image: string;
+  /** The image id (sha256) the container was created from. */
+  imageId?: string;
   runtime: string;
+  mounts?: { path: string; readOnly: boolean }[];
+  limits?: { memoryMb: number; cpus: number; pidsLimit: number; timeoutMs: number; maxOutputBytes: number; network: string; user: string };
   exitCode?: number | null;
   durationMs?: number;
   timedOut?: boolean;

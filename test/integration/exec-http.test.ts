@@ -127,6 +127,10 @@ describe('POST /v1/exec on a real engine', () => {
   it('execution history records the run', async () => {
     const res = await fetch(`${url}/v1/executions?limit=5`, { headers: headers() });
     const { executions } = (await res.json()) as { executions: Record<string, unknown>[] };
-    expect(executions.find((e) => e.command === 'echo hi')).toMatchObject({ status: 'finished', exitCode: 0, decision: 'allow', image: SANDBOX_IMAGE });
+    const imageId = (await docker.getImage(SANDBOX_IMAGE).inspect()).Id;
+    expect(executions.find((e) => e.command === 'echo hi')).toMatchObject({
+      status: 'finished', exitCode: 0, decision: 'allow', image: SANDBOX_IMAGE, imageId, bytesOut: 3,
+      mounts: [{ path: project.path, readOnly: false }], limits: { memoryMb: 256, timeoutMs: 30_000, network: 'none' },
+    });
   });
 });

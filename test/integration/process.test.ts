@@ -1,0 +1,162 @@
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import Docker from 'dockerode';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { LABEL_EXEC } from '../../src/runner/container-spec.js';
+import { SANDBOX_IMAGE, TEST_RUNTIME, projectDir } from '../support/sandbox.js';
+
+/**
+ * The real service process (`node dist/main.js serve`): configuration reload on SIGHUP, state that survives
+ * a restart, and orphans of a SIGKILLed process reaped by the next one.
+ */
+const TOKEN = 'process-test-token-1';
+const docker = new Docker();
+const project = projectDir();
+const work = mkdtempSync(join('/var/tmp', 'execgate-proc-'));
+const configPath = join(work, 'config.yaml');
+const store = join(work, 'store');
+
+function writeConfig(rules: string, extra = ''): void {
+  writeFileSync(
+    configPath,
+    `gateway: { port: 0, auth: { token: ${TOKEN} } }
+store: { path: ${store} }
+agents:
+  defaults:
+    sandbox: { image: "${SANDBOX_IMAGE}", runtime: ${TEST_RUNTIME} }
+    toolPolicies:
+      exec:
+        mode: allowed
+        allowedPaths: ["${project.path}"]
+        noMatch: deny
+        onDeny: ask
+        rules: ${rules}
+${extra}`,
+  );
+}
+
+interface Service {
+  proc: ChildProcess;
+  url: string;
+  logs: string[];
+}
+
+async function start(): Promise<Service> {
+  const proc = spawn(process.execPath, ['dist/main.js', 'serve', '--config', configPath], { env: { ...process.env, EXECGATE_INSTANCE: 'process-test' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const logs: string[] = [];
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`service did not start:\n${logs.join('')}`)), 20_000);
+    proc.stdout!.on('data', (d: Buffer) => {
+      logs.push(d.toString());
+      const m = /"address":"(http:\/\/[^"]+)"/.exec(d.toString());
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[1]!);
+      }
+    });
+    proc.stderr!.on('data', (d: Buffer) => logs.push(d.toString()));
+    proc.on('exit', (code) => reject(new Error(`service exited with ${code}:\n${logs.join('')}`)));
+  });
+  return { proc, url, logs };
+}
+
+async function stop(s: Service, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+  const exited = new Promise((r) => s.proc.once('exit', r));
+  s.proc.kill(signal);
+  await exited;
+}
+
+const headers = { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' };
+const check = (s: Service, command: string) =>
+  fetch(`${s.url}/v1/policy/check`, { method: 'POST', headers, body: JSON.stringify({ command, interactive: false }) }).then((r) => r.json() as Promise<{ decision: string; code: string }>);
+
+async function until<T>(fn: () => Promise<T>, ok: (v: T) => boolean, what: string): Promise<T> {
+  for (let i = 0; i < 100; i++) {
+    const v = await fn();
+    if (ok(v)) return v;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+beforeAll(() => {
+  execFileSync('npm', ['run', 'build', '--silent'], { stdio: 'inherit' });
+}, 120_000);
+
+afterAll(() => {
+  project.remove();
+  rmSync(work, { recursive: true, force: true });
+});
+
+describe('the service process', () => {
+  it('reloads its config on SIGHUP, and refuses a bad one keeping the old', async () => {
+    writeConfig('[]');
+    const s = await start();
+    try {
+      expect((await check(s, 'git status')).decision).toBe('deny');
+      writeConfig(`[{ name: git read-only, pattern: '^git (status|diff)\\b', action: allow }]`);
+      s.proc.kill('SIGHUP');
+      await until(() => check(s, 'git status'), (d) => d.decision === 'allow', 'the reloaded rule');
+      writeConfig(`[{ name: broken, pattern: '(', action: allow }]`);
+      s.proc.kill('SIGHUP');
+      await until(async () => s.logs.join(''), (l) => l.includes('configuration reload refused'), 'the refusal log line');
+      expect(s.logs.join('')).toContain('rule \\"broken\\": invalid regular expression');
+      expect((await check(s, 'git status')).decision).toBe('allow');
+    } finally {
+      await stop(s);
+    }
+  });
+
+  it('history and remembered rules survive a restart; the audit chain verifies', async () => {
+    writeConfig('[]');
+    let s = await start();
+    const run = fetch(`${s.url}/v1/exec`, { method: 'POST', headers: { ...headers, accept: 'application/json' }, body: JSON.stringify({ command: 'echo persisted' }) });
+    const { approvals } = await until(
+      () => fetch(`${s.url}/v1/approvals?status=pending`, { headers }).then((r) => r.json() as Promise<{ approvals: { id: string }[] }>),
+      (a) => a.approvals.length === 1,
+      'a pending approval',
+    );
+    const ok = await fetch(`${s.url}/v1/approvals/${approvals[0]!.id}/approve`, { method: 'POST', headers, body: JSON.stringify({ remember: { scope: 'exact' } }) });
+    expect(ok.status).toBe(200);
+    const answer = (await (await run).json()) as { stdout: string; execId: string };
+    expect(answer.stdout).toBe('persisted\n');
+    await stop(s);
+
+    s = await start();
+    try {
+      const hist = (await (await fetch(`${s.url}/v1/executions/${answer.execId}`, { headers })).json()) as Record<string, unknown>;
+      expect(hist).toMatchObject({ status: 'finished', exitCode: 0, approvedBy: 'admin', command: 'echo persisted' });
+      expect((await check(s, 'echo persisted')).decision).toBe('allow');
+      expect((await check(s, 'echo other')).decision).toBe('deny');
+    } finally {
+      await stop(s);
+    }
+    const verify = execFileSync(process.execPath, ['dist/main.js', 'audit', 'verify', '--store', store]).toString();
+    expect(verify).toMatch(/^audit chain intact: \d+ records/);
+  });
+
+  it('after SIGKILL mid-run, the next start reaps the orphan and marks the run failed', async () => {
+    writeConfig(`[{ name: sleep, pattern: '^sleep ', action: allow }]`);
+    let s = await start();
+    let execId = '';
+    const res = await fetch(`${s.url}/v1/exec`, { method: 'POST', headers, body: JSON.stringify({ command: 'sleep 120' }) });
+    const reader = res.body!.getReader();
+    let text = '';
+    while (!text.includes('"started"')) text += new TextDecoder().decode((await reader.read()).value);
+    execId = /"execId":"([^"]+)"/.exec(text)![1]!;
+    await stop(s, 'SIGKILL');
+    await reader.cancel().catch(() => undefined);
+    const orphans = await docker.listContainers({ all: true, filters: { label: [`${LABEL_EXEC}=${execId}`] } });
+    expect(orphans).toHaveLength(1);
+
+    s = await start();
+    try {
+      await until(() => docker.listContainers({ all: true, filters: { label: [`${LABEL_EXEC}=${execId}`] } }), (l) => l.length === 0, 'the orphan to be reaped');
+      const hist = (await (await fetch(`${s.url}/v1/executions/${execId}`, { headers })).json()) as Record<string, unknown>;
+      expect(hist).toMatchObject({ status: 'failed', error: 'service_restarted' });
+    } finally {
+      await stop(s);
+    }
+  });
+});
