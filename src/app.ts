@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { ZodError, type z } from 'zod';
@@ -259,17 +260,22 @@ async function answerOnce(reply: FastifyReply, execId: string, events: AsyncGene
       const status = ['docker_unavailable', 'image_missing', 'runtime_unavailable'].includes(e.code) ? 503 : 500;
       return reply.code(status).send({ error: { code: e.code, message: e.message, execId } });
     } else if (e.type === 'exit') {
+      // Bytes that are not UTF-8 come base64-encoded, as in the stream, with `stdoutEncoding: "base64"`.
       const text = (b: Buffer[]) => {
         const buf = Buffer.concat(b);
-        return buf.toString('utf8');
+        return isUtf8(buf) ? { data: buf.toString('utf8') } : { data: buf.toString('base64'), encoding: 'base64' as const };
       };
+      const stdout = text(out.stdout);
+      const stderr = text(out.stderr);
       return {
         execId,
         decision,
         approvalId,
         exitCode: e.exitCode,
-        stdout: text(out.stdout),
-        stderr: text(out.stderr),
+        stdout: stdout.data,
+        stderr: stderr.data,
+        ...(stdout.encoding ? { stdoutEncoding: stdout.encoding } : {}),
+        ...(stderr.encoding ? { stderrEncoding: stderr.encoding } : {}),
         durationMs: e.durationMs,
         timedOut: e.timedOut,
         oomKilled: e.oomKilled,

@@ -102,6 +102,13 @@ describe('POST /v1/exec', () => {
     expect(events.find((e) => e.type === 'stderr')).toEqual({ type: 'stderr', data: 'é' });
   });
 
+  it('the JSON answer base64-encodes output that is not UTF-8 and says so', async () => {
+    t.runner.behaviour = () => ({ stdout: [Buffer.from([0xff, 0x00])], stderr: ['ok'] });
+    const r = await exec({ command: 'cat bin' }, { accept: 'application/json' });
+    expect(r.json()).toMatchObject({ stdout: '/wA=', stdoutEncoding: 'base64', stderr: 'ok' });
+    expect(r.json().stderrEncoding).toBeUndefined();
+  });
+
   it('joins a UTF-8 character split across chunks instead of mangling it', async () => {
     const euro = Buffer.from('€');
     t.runner.behaviour = () => ({ stdout: [euro.subarray(0, 1), Buffer.concat([euro.subarray(1), Buffer.from('x')])] });
