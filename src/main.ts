@@ -76,12 +76,14 @@ async function serve(argv: string[]): Promise<void> {
   let draining = false;
   const app = await buildApp({ config: () => config, service, runner, state, logger, isDraining: () => draining });
 
+  const poolTemplates = (c: AppConfig) => Object.values(c.teams).map((t) => ({ team: t.name, sandbox: t.sandbox, mounts: t.policy.allowedPaths }));
   const ready = await runner.ready([...new Set(Object.values(config.teams).map((t) => t.sandbox.image))]);
   if (!ready.ok) logger.warn({ reason: ready.reason }, `not ready: ${ready.reason}`);
   await runner.reap().then(
     (n) => n > 0 && logger.info({ removed: n }, 'reaped leftover sandboxes from an earlier run'),
     (err) => logger.warn({ err }, 'start-up reap failed'),
   );
+  await runner.configurePool(poolTemplates(config));
   const reaper = setInterval(() => {
     runner.reap().catch((err) => logger.warn({ err }, 'reaper failed'));
   }, config.reaper.intervalMs);
@@ -137,6 +139,7 @@ async function serve(argv: string[]): Promise<void> {
       }
       // Running executions keep the team settings they started with; new requests get the new ones.
       config = next;
+      void runner.configurePool(poolTemplates(next));
       const policies = Object.fromEntries(Object.values(next.teams).map((t) => [t.name, policyHash(t.policy)]));
       state.appendAudit('config_reloaded', 'default', { source: next.source, policies });
       logger.info({ config: next.source, policies }, 'configuration reloaded');

@@ -1,7 +1,12 @@
 import Docker from 'dockerode';
 import type { Logger } from 'pino';
 import { LABEL_DEADLINE, LABEL_EXEC, LABEL_INSTANCE, LABEL_MANAGED, LABEL_TEAM, containerSpec, teamNetworkName } from './container-spec.js';
+import { randomBytes } from 'node:crypto';
+import type { SandboxSettings } from '../config/load.js';
+import type { AllowedPath } from '../policy/types.js';
 import { demuxDockerStream } from './demux.js';
+import { WarmPool, type WarmContainer } from './pool.js';
+import { BOOTSTRAP, MarkerScanner, encodeLine, warmScript } from './warm.js';
 import type { ReadyState, RunEvent, RunResult, RunSpec, Runner } from './types.js';
 
 export interface DockerRunnerOptions {
@@ -34,6 +39,24 @@ export function classifyDockerError(err: unknown, image: string): { code: string
   return { code: 'runner_failed', message: msg };
 }
 
+export interface PoolTemplate {
+  team: string;
+  sandbox: SandboxSettings;
+  mounts: readonly AllowedPath[];
+}
+
+/** Everything fixed when a container is created; two runs with the same key can use the same warm pool. */
+export function poolKey(team: string, s: SandboxSettings, mounts: readonly AllowedPath[], network: string, imageId: string): string {
+  return JSON.stringify([team, imageId, s.runtime, network, s.memoryMb, s.cpus, s.pidsLimit, s.tmpfsMb, s.user, mounts.map((m) => [m.path, m.readOnly])]);
+}
+
+function waitFor(container: Docker.Container): Promise<{ StatusCode: number | null; err?: unknown }> {
+  return container.wait().then(
+    (w: { StatusCode: number }) => w,
+    (err: unknown) => ({ StatusCode: null, err }),
+  );
+}
+
 export class DockerRunner implements Runner {
   readonly docker: Docker;
   private readonly instance: string;
@@ -44,12 +67,75 @@ export class DockerRunner implements Runner {
   private readonly removals = new Set<Promise<void>>();
   private readonly networks = new Map<string, Promise<string>>();
   private readonly imageIds = new Map<string, Promise<string>>();
+  readonly pool: WarmPool;
+  private poolTemplates: PoolTemplate[] = [];
+  private readonly poolSpecs = new Map<string, { template: PoolTemplate; network: string; imageId: string }>();
 
   constructor(opts: DockerRunnerOptions) {
     this.docker = opts.docker ?? new Docker();
     this.instance = opts.instance;
     this.log = opts.logger;
     this.now = opts.now ?? Date.now;
+    this.pool = new WarmPool({
+      create: (key) => this.createWarm(key),
+      destroy: (w) => this.removeInBackground(this.docker.getContainer(w.id), w.label, undefined),
+      logger: this.log.child({ component: 'pool' }),
+      now: this.now,
+    });
+  }
+
+  /**
+   * Sets which warm pools to keep: one per team with sandbox.pool.size > 0, keyed by everything fixed at
+   * creation. Called at start-up, on config reload, and on each reaper tick (a rebuilt image changes the key,
+   * which drains and replaces the old containers).
+   */
+  async configurePool(templates: PoolTemplate[]): Promise<void> {
+    this.poolTemplates = templates;
+    const targets = [];
+    this.poolSpecs.clear();
+    for (const t of templates) {
+      if (t.sandbox.pool.size <= 0) continue;
+      try {
+        const network = t.sandbox.network === 'team' ? await this.teamNetwork(t.team) : t.sandbox.network;
+        const imageId = await this.imageId(t.sandbox.image);
+        const key = poolKey(t.team, t.sandbox, t.mounts, network, imageId);
+        this.poolSpecs.set(key, { template: t, network, imageId });
+        targets.push({ key, size: t.sandbox.pool.size, maxIdleMs: t.sandbox.pool.maxIdleMs });
+      } catch (err) {
+        this.log.warn({ team: t.team, err }, 'warm pool: cannot prepare this team\'s pool now; requests take the cold path');
+      }
+    }
+    this.pool.configure(targets);
+  }
+
+  private async createWarm(key: string): Promise<WarmContainer> {
+    const entry = this.poolSpecs.get(key);
+    if (!entry) throw new Error('no pool template for this key');
+    const { template: t, network, imageId } = entry;
+    const label = `pool_${randomBytes(8).toString('hex')}`;
+    this.activeExecs.add(label);
+    const spec: RunSpec = {
+      execId: label,
+      team: t.team,
+      command: BOOTSTRAP,
+      cwd: t.mounts[0]!.path,
+      env: {},
+      stdin: Buffer.alloc(0),
+      mounts: t.mounts,
+      sandbox: t.sandbox,
+      timeoutMs: t.sandbox.pool.maxIdleMs + t.sandbox.timeoutMs,
+    };
+    let container: Docker.Container | undefined;
+    try {
+      container = await this.docker.createContainer(containerSpec(spec, this.instance, this.now(), network, imageId));
+      const stream = (await container.attach({ stream: true, stdout: true, stderr: true, stdin: true, hijack: true })) as NodeJS.ReadWriteStream;
+      await container.start();
+      return { id: container.id, key, label, imageId, createdAt: this.now(), stream, waited: waitFor(container) };
+    } catch (err) {
+      if (container) this.removeInBackground(container, label, undefined);
+      else this.activeExecs.delete(label);
+      throw err;
+    }
   }
 
   async *run(spec: RunSpec, signal: AbortSignal): AsyncGenerator<RunEvent, RunResult, void> {
@@ -60,6 +146,7 @@ export class DockerRunner implements Runner {
 
     this.activeExecs.add(spec.execId);
     let container: Docker.Container | undefined;
+    let poolLabel: string | undefined;
     let timer: NodeJS.Timeout | undefined;
     let killing: Promise<void> | undefined;
     const kill = (why: string): void => {
@@ -76,47 +163,71 @@ export class DockerRunner implements Runner {
     try {
       const network = spec.sandbox.network === 'team' ? await this.teamNetwork(spec.team) : spec.sandbox.network;
       let imageId = await this.imageId(spec.sandbox.image);
-      try {
-        container = await this.docker.createContainer(containerSpec(spec, this.instance, this.now(), network, imageId));
-      } catch (err) {
-        // The tag was rebuilt or removed since it was resolved: resolve it again, once.
-        if ((err as DockerError).statusCode !== 404) throw err;
-        this.imageIds.delete(spec.sandbox.image);
-        imageId = await this.imageId(spec.sandbox.image);
-        container = await this.docker.createContainer(containerSpec(spec, this.instance, this.now(), network, imageId));
+      let stream: NodeJS.ReadWriteStream;
+      let waited: Promise<{ StatusCode: number | null; err?: unknown }>;
+      let scanners: Record<'stdout' | 'stderr', MarkerScanner> | undefined;
+      const warm = this.pool.take(poolKey(spec.team, spec.sandbox, spec.mounts, network, imageId));
+      if (warm) {
+        // Warm path: the container is running and waiting for this one command.
+        container = this.docker.getContainer(warm.id);
+        poolLabel = warm.label;
+        stream = warm.stream;
+        waited = warm.waited;
+        const nonce = randomBytes(16).toString('hex');
+        scanners = { stdout: new MarkerScanner(nonce), stderr: new MarkerScanner(nonce) };
+        stream.write(encodeLine(warmScript(spec, nonce)));
+        if (spec.stdin !== undefined) stream.end(spec.stdin);
+        else stream.end();
+      } else {
+        try {
+          container = await this.docker.createContainer(containerSpec(spec, this.instance, this.now(), network, imageId));
+        } catch (err) {
+          // The tag was rebuilt or removed since it was resolved: resolve it again, once.
+          if ((err as DockerError).statusCode !== 404) throw err;
+          this.imageIds.delete(spec.sandbox.image);
+          imageId = await this.imageId(spec.sandbox.image);
+          container = await this.docker.createContainer(containerSpec(spec, this.instance, this.now(), network, imageId));
+        }
+        const withStdin = spec.stdin !== undefined;
+        stream = (await container.attach({ stream: true, stdout: true, stderr: true, stdin: withStdin, hijack: withStdin })) as NodeJS.ReadWriteStream;
+        await container.start();
+        waited = waitFor(container);
+        if (spec.stdin !== undefined) stream.end(spec.stdin);
       }
-      const withStdin = spec.stdin !== undefined;
-      const stream = (await container.attach({ stream: true, stdout: true, stderr: true, stdin: withStdin, hijack: withStdin })) as NodeJS.ReadWriteStream;
-      await container.start();
       signal.addEventListener('abort', onAbort, { once: true });
       if (signal.aborted) kill('client disconnected');
       timer = setTimeout(() => {
         result.timedOut = true;
         kill('time-out');
       }, spec.timeoutMs);
-      const waited = container.wait().then(
-        (w: { StatusCode: number }) => w,
-        (err: unknown) => ({ StatusCode: null as number | null, err }),
-      );
-      if (spec.stdin !== undefined) stream.end(spec.stdin);
 
       yield { type: 'started', containerId: container.id, image: spec.sandbox.image, imageId };
 
       let total = 0;
       const max = spec.sandbox.maxOutputBytes;
-      for await (const frame of demuxDockerStream(stream as AsyncIterable<Buffer>)) {
-        if (result.truncated) continue; // drain what is in flight until the kill lands
+      const emit = function* (which: 'stdout' | 'stderr', data: Buffer): Generator<RunEvent> {
+        if (result.truncated || data.length === 0) return;
         const room = max - total;
-        if (frame.data.length > room) {
-          if (room > 0) yield { type: 'output', stream: frame.stream, data: frame.data.subarray(0, room) };
+        if (data.length > room) {
+          if (room > 0) yield { type: 'output', stream: which, data: data.subarray(0, room) };
           total = max;
           result.truncated = true;
           kill('output cap');
-          continue;
+          return;
         }
-        total += frame.data.length;
-        yield { type: 'output', stream: frame.stream, data: frame.data };
+        total += data.length;
+        yield { type: 'output', stream: which, data };
+      };
+      for await (const frame of demuxDockerStream(stream as AsyncIterable<Buffer>)) {
+        yield* emit(frame.stream, scanners ? scanners[frame.stream].push(frame.data) : frame.data);
+        // The marker on both streams: every byte of the command's output is here, and so is its exit code.
+        if (scanners?.stdout.done && scanners.stderr.done) break;
       }
+      if (scanners?.stdout.done && scanners.stderr.done) {
+        result.exitCode = scanners.stdout.exitCode ?? null;
+        return finish();
+      }
+      if (scanners) for (const which of ['stdout', 'stderr'] as const) yield* emit(which, scanners[which].flush());
 
       const w = await waited;
       if ('err' in w) throw w.err;
@@ -136,13 +247,13 @@ export class DockerRunner implements Runner {
     } finally {
       clearTimeout(timer);
       signal.removeEventListener('abort', onAbort);
-      if (container) this.removeInBackground(container, spec.execId, killing);
+      if (container) this.removeInBackground(container, spec.execId, killing, poolLabel);
       else this.activeExecs.delete(spec.execId);
     }
   }
 
   /** Removal never delays the answer, but is always done: close() waits for it and the reaper backs it up. */
-  private removeInBackground(container: Docker.Container, execId: string, killing: Promise<void> | undefined): void {
+  private removeInBackground(container: Docker.Container, execId: string, killing: Promise<void> | undefined, poolLabel?: string): void {
     const p = (async () => {
       await killing;
       for (let attempt = 0; attempt < 3; attempt++) {
@@ -157,6 +268,7 @@ export class DockerRunner implements Runner {
       }
     })().finally(() => {
       this.activeExecs.delete(execId);
+      if (poolLabel) this.activeExecs.delete(poolLabel);
       this.removals.delete(p);
     });
     this.removals.add(p);
@@ -230,6 +342,9 @@ export class DockerRunner implements Runner {
 
   async reap(): Promise<number> {
     this.imageIds.clear();
+    this.pool.sweep();
+    this.pool.retryIfClosedBreaker();
+    if (this.poolTemplates.some((t) => t.sandbox.pool.size > 0)) await this.configurePool(this.poolTemplates).catch(() => undefined);
     const list = await this.docker.listContainers({ all: true, filters: { label: [`${LABEL_MANAGED}=true`] } });
     const now = this.now();
     let removed = 0;
@@ -251,8 +366,9 @@ export class DockerRunner implements Runner {
     return removed;
   }
 
-  /** Waits for every background removal. */
+  /** Removes the warm pool and waits for every background removal. */
   async close(): Promise<void> {
+    this.pool.close();
     while (this.removals.size > 0) await Promise.allSettled([...this.removals]);
   }
 }

@@ -1,0 +1,165 @@
+import { randomUUID } from 'node:crypto';
+import Docker from 'dockerode';
+import { afterAll, describe, expect, it } from 'vitest';
+import type { SandboxSettings } from '../../src/config/load.js';
+import { LABEL_INSTANCE } from '../../src/runner/container-spec.js';
+import { DockerRunner } from '../../src/runner/docker-runner.js';
+import type { RunEvent, RunResult, RunSpec } from '../../src/runner/types.js';
+import { projectDir, sandboxSettings, silentLogger } from '../support/sandbox.js';
+
+const docker = new Docker();
+const project = projectDir();
+const runners: DockerRunner[] = [];
+
+function newRunner(instance = `pool-${randomUUID().slice(0, 8)}`): DockerRunner {
+  const r = new DockerRunner({ instance, logger: silentLogger, docker });
+  runners.push(r);
+  return r;
+}
+
+afterAll(async () => {
+  for (const r of runners) await r.close();
+  project.remove();
+});
+
+const pooled = (over: Partial<SandboxSettings> = {}) => sandboxSettings({ pool: { size: 2, maxIdleMs: 600_000 }, ...over });
+const mounts = [{ path: project.path, readOnly: false }];
+
+function spec(command: string, sandbox: SandboxSettings, over: Partial<RunSpec> = {}): RunSpec {
+  return { execId: randomUUID(), team: 'pool', command, cwd: project.path, env: {}, mounts, sandbox, timeoutMs: 20_000, ...over };
+}
+
+async function drive(runner: DockerRunner, s: RunSpec): Promise<{ stdout: string; stderr: string; containerId: string; result: RunResult }> {
+  const gen = runner.run(s, new AbortController().signal);
+  const out = { stdout: '', stderr: '' };
+  let containerId = '';
+  for (;;) {
+    const n = await gen.next();
+    if (n.done) return { ...out, containerId, result: n.value };
+    const e: RunEvent = n.value;
+    if (e.type === 'started') containerId = e.containerId;
+    else out[e.stream] += e.data.toString();
+  }
+}
+
+async function warmed(runner: DockerRunner, n: number): Promise<void> {
+  for (let i = 0; i < 200 && runner.pool.idleCount() < n; i++) await new Promise((r) => setTimeout(r, 50));
+  expect(runner.pool.idleCount()).toBe(n);
+}
+
+const idleIds = async (instance: string) =>
+  (await docker.listContainers({ filters: { label: [`${LABEL_INSTANCE}=${instance}`], status: ['running'] } })).map((c) => c.Id);
+
+describe('warm pool on a real engine', () => {
+  it('runs a command in a pre-started container: output, stdin, env, cwd, exit code, streams apart', async () => {
+    const instance = `pool-${randomUUID().slice(0, 8)}`;
+    const runner = newRunner(instance);
+    const sandbox = pooled();
+    await runner.configurePool([{ team: 'pool', sandbox, mounts }]);
+    await warmed(runner, 2);
+    const before = await idleIds(instance);
+    const r = await drive(runner, spec(`printf 'no newline'; echo " $GREETING" >&2; pwd >&2; tr a-z A-Z; exit 7`, sandbox, { env: { GREETING: "it's here" }, stdin: Buffer.from('quiet\n') }));
+    expect(before).toContain(r.containerId);
+    expect(r.stdout).toBe('no newlineQUIET\n');
+    expect(r.stderr).toBe(` it's here\n${project.path}\n`);
+    expect(r.result).toMatchObject({ exitCode: 7, timedOut: false, truncated: false });
+    expect(runner.pool.hits).toBe(1);
+  });
+
+  it('a multi-line script with quotes and backslashes arrives intact', async () => {
+    const runner = newRunner();
+    const sandbox = pooled({ pool: { size: 1, maxIdleMs: 600_000 } });
+    await runner.configurePool([{ team: 'pool', sandbox, mounts }]);
+    await warmed(runner, 1);
+    const r = await drive(runner, spec(`x='a "b" \\c'\nfor i in 1 2; do\n  printf '%s\\n' "$x $i"\ndone`, sandbox));
+    expect(r.stdout).toBe('a "b" \\c 1\na "b" \\c 2\n');
+    expect(runner.pool.hits).toBe(1);
+  });
+
+  it('a pooled container is never used twice, and files in /tmp never reach the next command', async () => {
+    const instance = `pool-${randomUUID().slice(0, 8)}`;
+    const runner = newRunner(instance);
+    const sandbox = pooled();
+    await runner.configurePool([{ team: 'pool', sandbox, mounts }]);
+    await warmed(runner, 2);
+    const ids = new Set<string>();
+    const first = await drive(runner, spec('echo secret > /tmp/left-behind; ls /tmp', sandbox));
+    ids.add(first.containerId);
+    for (let i = 0; i < 4; i++) {
+      await warmed(runner, 2);
+      const r = await drive(runner, spec('cat /tmp/left-behind 2>/dev/null || echo clean', sandbox));
+      expect(r.stdout).toBe('clean\n');
+      expect(ids.has(r.containerId)).toBe(false);
+      ids.add(r.containerId);
+    }
+    expect(ids.size).toBe(5);
+    expect(runner.pool.hits).toBe(5);
+    // Used containers are removed.
+    await new Promise((r) => setTimeout(r, 500));
+    const running = await idleIds(instance);
+    for (const id of ids) expect(running).not.toContain(id);
+  });
+
+  it('time-outs and output caps still kill a pooled container', async () => {
+    const runner = newRunner();
+    const sandbox = pooled({ maxOutputBytes: 50_000 });
+    await runner.configurePool([{ team: 'pool', sandbox, mounts }]);
+    await warmed(runner, 2);
+    const slow = await drive(runner, spec('echo before; sleep 30', sandbox, { timeoutMs: 1000 }));
+    expect(slow.stdout).toBe('before\n');
+    expect(slow.result.timedOut).toBe(true);
+    await warmed(runner, 2);
+    const loud = await drive(runner, spec('yes abcdefgh', sandbox));
+    expect(loud.result.truncated).toBe(true);
+    expect(loud.stdout.length).toBe(50_000);
+    expect(runner.pool.hits).toBe(2);
+  });
+
+  it('a pool key change (new limits on reload) drains and replaces the old containers', async () => {
+    const instance = `pool-${randomUUID().slice(0, 8)}`;
+    const runner = newRunner(instance);
+    await runner.configurePool([{ team: 'pool', sandbox: pooled({ memoryMb: 256 }), mounts }]);
+    await warmed(runner, 2);
+    const old = await idleIds(instance);
+    await runner.configurePool([{ team: 'pool', sandbox: pooled({ memoryMb: 300 }), mounts }]);
+    await warmed(runner, 2);
+    for (let i = 0; i < 50 && (await idleIds(instance)).some((id) => old.includes(id)); i++) await new Promise((r) => setTimeout(r, 100));
+    const now = await idleIds(instance);
+    expect(now.filter((id) => old.includes(id))).toEqual([]);
+    const info = await docker.getContainer(now[0]!).inspect();
+    expect(info.HostConfig.Memory).toBe(300 * 1024 * 1024);
+  });
+
+  it('when Docker fails to start pool containers the breaker opens and requests take the cold path', async () => {
+    const runner = newRunner();
+    (runner as unknown as { createWarm: () => Promise<never> }).createWarm = async () => {
+      throw new Error('injected Docker failure');
+    };
+    const sandbox = pooled();
+    await runner.configurePool([{ team: 'pool', sandbox, mounts }]);
+    for (let i = 0; i < 100 && !runner.pool.breakerOpen; i++) await new Promise((r) => setTimeout(r, 50));
+    expect(runner.pool.breakerOpen).toBe(true);
+    const r = await drive(runner, spec('echo cold', sandbox));
+    expect(r.stdout).toBe('cold\n');
+    expect(r.result.exitCode).toBe(0);
+    expect(runner.pool.hits).toBe(0);
+  });
+
+  it("pool containers are gone after shutdown, and after a crash the next instance's reaper removes them", async () => {
+    const instance = `pool-${randomUUID().slice(0, 8)}`;
+    const a = new DockerRunner({ instance, logger: silentLogger, docker });
+    await a.configurePool([{ team: 'pool', sandbox: pooled(), mounts }]);
+    await warmed(a, 2);
+    await a.close();
+    expect(await docker.listContainers({ all: true, filters: { label: [`${LABEL_INSTANCE}=${instance}`] } })).toEqual([]);
+
+    const crashed = new DockerRunner({ instance, logger: silentLogger, docker });
+    await crashed.configurePool([{ team: 'pool', sandbox: pooled(), mounts }]);
+    await warmed(crashed, 2);
+    // "Crash": the process is gone without closing; a new one with the same instance id starts.
+    const next = newRunner(instance);
+    expect(await next.reap()).toBe(2);
+    expect(await docker.listContainers({ all: true, filters: { label: [`${LABEL_INSTANCE}=${instance}`] } })).toEqual([]);
+    (crashed.pool as unknown as { closed: boolean }).closed = true; // stop its refills
+  });
+});
