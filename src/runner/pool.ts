@@ -27,18 +27,20 @@ export interface PoolDeps {
   /** Consecutive failures that open the circuit breaker, and how long it stays open. */
   breakerThreshold?: number;
   breakerCooldownMs?: number;
+  /** Containers created at once per key while refilling. */
+  parallel?: number;
 }
 
 /**
  * Keeps `size` warm containers per key (everything fixed at creation: team, image id, runtime, mounts,
- * limits, user, network). Each is handed out once. Refills run in the background, one at a time per key,
+ * limits, user, network). Each is handed out once. Refills run in the background, a few at a time per key,
  * with exponential backoff; after repeated Docker failures a circuit breaker stops refilling for a while and
  * requests take the cold path. A key that is no longer wanted (config reload, rebuilt image) is drained.
  */
 export class WarmPool {
   private readonly idle = new Map<string, WarmContainer[]>();
   private targets = new Map<string, PoolTarget>();
-  private readonly filling = new Set<string>();
+  private readonly creating = new Map<string, number>();
   private failures = 0;
   private openUntil = 0;
   private closed = false;
@@ -94,42 +96,50 @@ export class WarmPool {
     }
   }
 
+  /**
+   * Starts creators until idle + being-created reaches the pool size, at most `parallel` at a time per key:
+   * under sustained load the pool is only as fast as containers can be created, and dockerd creates several
+   * at once faster than one after another.
+   */
   private fill(key: string): void {
-    if (this.closed || this.filling.has(key)) return;
-    this.filling.add(key);
-    void (async () => {
-      try {
-        for (;;) {
-          const t = this.targets.get(key);
-          const have = this.idle.get(key)?.length ?? 0;
-          if (this.closed || !t || have >= t.size || this.breakerOpen) return;
-          try {
-            const w = await this.deps.create(key);
-            if (this.closed || !this.targets.has(key)) {
-              this.deps.destroy(w);
-              return;
-            }
-            this.failures = 0;
-            const list = this.idle.get(key) ?? [];
-            list.push(w);
-            this.idle.set(key, list);
-          } catch (err) {
-            this.failures++;
-            const threshold = this.deps.breakerThreshold ?? 3;
-            if (this.failures >= threshold) {
-              this.openUntil = this.now() + (this.deps.breakerCooldownMs ?? 30_000);
-              this.deps.logger.warn({ err, failures: this.failures }, 'warm pool: Docker keeps failing; circuit breaker open, requests take the cold path');
-              return;
-            }
-            const backoff = Math.min(30_000, 250 * 2 ** this.failures);
-            this.deps.logger.warn({ err, backoffMs: backoff }, 'warm pool: could not start a container; retrying');
-            await new Promise((r) => setTimeout(r, backoff).unref());
-          }
-        }
-      } finally {
-        this.filling.delete(key);
+    const parallel = this.deps.parallel ?? 4;
+    for (;;) {
+      const t = this.targets.get(key);
+      const creating = this.creating.get(key) ?? 0;
+      const have = this.idle.get(key)?.length ?? 0;
+      if (this.closed || !t || this.breakerOpen || have + creating >= t.size || creating >= parallel) return;
+      this.creating.set(key, creating + 1);
+      void this.createOne(key);
+    }
+  }
+
+  private async createOne(key: string): Promise<void> {
+    let retry = false;
+    try {
+      const w = await this.deps.create(key);
+      if (this.closed || !this.targets.has(key)) {
+        this.deps.destroy(w);
+        return;
       }
-    })();
+      this.failures = 0;
+      const list = this.idle.get(key) ?? [];
+      list.push(w);
+      this.idle.set(key, list);
+    } catch (err) {
+      this.failures++;
+      if (this.failures >= (this.deps.breakerThreshold ?? 3)) {
+        if (!this.breakerOpen) this.deps.logger.warn({ err, failures: this.failures }, 'warm pool: Docker keeps failing; circuit breaker open, requests take the cold path');
+        this.openUntil = this.now() + (this.deps.breakerCooldownMs ?? 30_000);
+        return;
+      }
+      const backoff = Math.min(30_000, 250 * 2 ** this.failures);
+      this.deps.logger.warn({ err, backoffMs: backoff }, 'warm pool: could not start a container; retrying');
+      await new Promise((r) => setTimeout(r, backoff).unref());
+      retry = true;
+    } finally {
+      this.creating.set(key, (this.creating.get(key) ?? 1) - 1);
+    }
+    if (retry || !this.closed) this.fill(key);
   }
 
   /** Removes every idle container and stops refilling. */

@@ -1,10 +1,11 @@
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Docker from 'dockerode';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LABEL_EXEC } from '../../src/runner/container-spec.js';
 import { SANDBOX_IMAGE, TEST_RUNTIME, projectDir } from '../support/sandbox.js';
+import { buildDist, startService, stopService, type ServiceProcess } from '../support/service-process.js';
 
 /**
  * The real service process (`node dist/main.js serve`): configuration reload on SIGHUP, state that survives
@@ -36,36 +37,9 @@ ${extra}`,
   );
 }
 
-interface Service {
-  proc: ChildProcess;
-  url: string;
-  logs: string[];
-}
-
-async function start(): Promise<Service> {
-  const proc = spawn(process.execPath, ['dist/main.js', 'serve', '--config', configPath], { env: { ...process.env, EXECGATE_INSTANCE: 'process-test' }, stdio: ['ignore', 'pipe', 'pipe'] });
-  const logs: string[] = [];
-  const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`service did not start:\n${logs.join('')}`)), 20_000);
-    proc.stdout!.on('data', (d: Buffer) => {
-      logs.push(d.toString());
-      const m = /"address":"(http:\/\/[^"]+)"/.exec(d.toString());
-      if (m) {
-        clearTimeout(timer);
-        resolve(m[1]!);
-      }
-    });
-    proc.stderr!.on('data', (d: Buffer) => logs.push(d.toString()));
-    proc.on('exit', (code) => reject(new Error(`service exited with ${code}:\n${logs.join('')}`)));
-  });
-  return { proc, url, logs };
-}
-
-async function stop(s: Service, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
-  const exited = new Promise((r) => s.proc.once('exit', r));
-  s.proc.kill(signal);
-  await exited;
-}
+type Service = ServiceProcess;
+const start = () => startService(configPath, { EXECGATE_INSTANCE: 'process-test' });
+const stop = stopService;
 
 const headers = { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' };
 const check = (s: Service, command: string) =>
@@ -80,9 +54,7 @@ async function until<T>(fn: () => Promise<T>, ok: (v: T) => boolean, what: strin
   throw new Error(`timed out waiting for ${what}`);
 }
 
-beforeAll(() => {
-  execFileSync('npm', ['run', 'build', '--silent'], { stdio: 'inherit' });
-}, 120_000);
+beforeAll(buildDist, 120_000);
 
 afterAll(() => {
   project.remove();
