@@ -17,7 +17,7 @@ import {
   SafeModeBodySchema,
 } from './http/schemas.js';
 import { negotiate, startStream, writeEvent } from './http/streaming.js';
-import { ServiceError } from './service/errors.js';
+import { ERROR_STATUS, ServiceError } from './service/errors.js';
 import { approvalView, type ExecEvent, type ExecService } from './service/exec-service.js';
 import type { StateStore } from './service/state.js';
 import type { Runner } from './runner/types.js';
@@ -90,12 +90,18 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   });
 
   // Auth for every /v1 route: the role comes from the route's config.
+  // Auth is decided by the route that matched (its `role`), never by the URL string: the router decodes
+  // the path, so `/%761/exec` reaches `/v1/exec` while `req.url` does not start with `/v1/`.
   app.addHook('onRequest', async (req) => {
-    if (!req.url.startsWith('/v1/')) return;
+    const role = req.routeOptions.config?.role;
+    if (!role) return;
     const header = req.headers['x-execgate-team'];
     req.caller = authenticate(deps.config(), req.headers.authorization, Array.isArray(header) ? header[0] : header);
-    const role = req.routeOptions.config.role;
-    if (role && role !== 'any') requireRole(req.caller, role);
+    if (role !== 'any') requireRole(req.caller, role);
+  });
+  app.addHook('onRoute', (route) => {
+    // Every /v1 route must say which role it needs; a route that forgot would otherwise be public.
+    if (route.url.startsWith('/v1') && !(route.config as { role?: string } | undefined)?.role) throw new Error(`route ${route.method} ${route.url} declares no role`);
   });
 
   app.get('/healthz', async () => ({ status: 'ok' }));
@@ -138,9 +144,11 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       throw new ServiceError('policy_denied', outcome.decision.reason, { execId: outcome.execId, decision: outcome.decision });
     }
     const ac = new AbortController();
-    reply.raw.on('close', () => {
+    const onClose = () => {
       if (!reply.raw.writableFinished) ac.abort();
-    });
+    };
+    reply.raw.on('close', onClose);
+    if (reply.raw.destroyed || req.raw.socket.destroyed) ac.abort();
     // An allowed run waits for its team's quota slot before answering, so a full queue is a real 429.
     // (An `ask` takes its slot after approval; a full queue then ends its stream with an error event.)
     if (outcome.prepared.decision.decision === 'allow') await service.admit(outcome.prepared, ac.signal);
@@ -233,7 +241,13 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     startStream(reply.raw, 'sse');
     reply.raw.write(`: connected\n\n`);
     const unsubscribe = service.events.subscribe(req.caller.visibleTeam, (e) => {
-      if (!reply.raw.destroyed) reply.raw.write(`data: ${JSON.stringify({ team: e.team, ...e.payload })}\n\n`);
+      if (reply.raw.destroyed) return;
+      // A subscriber that does not read is cut off rather than buffered without bound; it can reconnect.
+      if (reply.raw.writableLength > 1 << 20) {
+        reply.raw.destroy();
+        return;
+      }
+      reply.raw.write(`data: ${JSON.stringify({ team: e.team, ...e.payload })}\n\n`);
     });
     const heartbeat = setInterval(() => reply.raw.write(': keep-alive\n\n'), 15_000);
     reply.raw.on('close', () => {
@@ -257,7 +271,7 @@ async function answerOnce(reply: FastifyReply, execId: string, events: AsyncGene
       const code = e.reason === 'expired' ? 'approval_expired' : e.reason === 'withdrawn' ? 'approval_withdrawn' : 'approval_rejected';
       throw new ServiceError(code, `not approved: ${e.reason}`, { execId, approvalId, reason: e.reason, by: e.by });
     } else if (e.type === 'error') {
-      const status = ['docker_unavailable', 'image_missing', 'runtime_unavailable'].includes(e.code) ? 503 : 500;
+      const status = ['docker_unavailable', 'image_missing', 'runtime_unavailable'].includes(e.code) ? 503 : (ERROR_STATUS as Record<string, number>)[e.code] ?? 500;
       return reply.code(status).send({ error: { code: e.code, message: e.message, execId } });
     } else if (e.type === 'exit') {
       // Bytes that are not UTF-8 come base64-encoded, as in the stream, with `stdoutEncoding: "base64"`.

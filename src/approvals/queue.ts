@@ -23,6 +23,9 @@ export interface ExecPlan {
   command: string;
   cwd: string;
   env: Record<string, string>;
+  /** stdin is code for `sh`, `python3`, `node`…: the approver sees it and the plan hash covers it. */
+  stdin?: { bytes: number; sha256: string; preview: string; encoding: 'utf8' | 'base64' } | undefined;
+  timeoutMs?: number | undefined;
 }
 
 export interface Approval {

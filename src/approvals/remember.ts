@@ -17,28 +17,22 @@ export interface RememberedRule {
   approvalId: string;
 }
 
-/**
- * First words that run arbitrary code given the right arguments: remembering "allow bash …" or "allow env …"
- * by prefix would approve every future program at once, so those are only ever remembered exactly.
- */
-const NEVER_PREFIX = new Set([
-  'sh', 'bash', 'dash', 'zsh', 'ksh', 'fish', 'csh', 'tcsh', 'busybox',
-  'env', 'sudo', 'doas', 'su', 'exec', 'command', 'builtin', 'eval', 'source', '.', 'xargs', 'nohup', 'nice', 'timeout',
-  'stdbuf', 'setsid', 'time', 'watch', 'script', 'parallel', 'find', 'ssh', 'chroot', 'nsenter', 'unshare',
-  'python', 'python2', 'python3', 'node', 'nodejs', 'deno', 'bun', 'perl', 'ruby', 'php', 'lua', 'tclsh', 'awk', 'gawk', 'mawk',
-  'npx', 'pnpx', 'bunx', 'dlx', 'docker', 'kubectl',
-]);
-
 const escapeRegex = (s: string): string => s.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
 
 export type BuildRuleOutcome = { ok: true; patterns: string[] } | { ok: false; message: string };
 
 /**
- * Builds the patterns of a remembered allow rule from the canonical segments of the approved command.
- * exact: each segment exactly as approved. prefix: the command name plus its subcommand (the first word
- * after the name when it is not a flag), never broader.
+ * Builds the patterns of a remembered allow rule from the canonical segments of the approved command (their
+ * innermost layer: wrappers peeled, flags canonical).
+ * exact: each segment exactly as approved; the rule then only applies to that same whole command (see
+ * activeRules). prefix: the command name plus its subcommand (the first word after the name, when no flag
+ * comes before it), never broader, and never for programs that run code or for segments that are opaque.
  */
-export function rememberPatterns(segments: readonly { argv: readonly string[]; canonical: string }[], scope: RememberScope): BuildRuleOutcome {
+export function rememberPatterns(
+  segments: readonly { canonical: string; code?: string }[],
+  scope: RememberScope,
+  runsArbitraryCode: (name: string) => boolean,
+): BuildRuleOutcome {
   if (segments.length === 0) return { ok: false, message: 'the command has no segment to remember' };
   const patterns = new Set<string>();
   for (const seg of segments) {
@@ -46,20 +40,32 @@ export function rememberPatterns(segments: readonly { argv: readonly string[]; c
       patterns.add(`^${escapeRegex(seg.canonical)}$`);
       continue;
     }
-    const [name, sub] = seg.argv;
+    if (seg.code === 'opaque_execution' || seg.code === 'unsupported_construct') {
+      return { ok: false, message: `refusing to remember \`${seg.canonical}\` by prefix: it runs code the matcher cannot see; remember it with scope "exact" instead` };
+    }
+    const [name, ...rest] = seg.canonical.split(' ');
     if (!name) return { ok: false, message: 'a segment has no command name' };
-    if (NEVER_PREFIX.has(name) || /^(python|pypy|ruby|perl|php|node)[\d.]*$/.test(name)) {
+    if (runsArbitraryCode(name)) {
       return { ok: false, message: `refusing to remember "${name}" by prefix: it would allow any program; remember it with scope "exact" instead` };
     }
-    const words = sub !== undefined && !sub.startsWith('-') ? [name, sub] : [name];
+    const firstWord = rest.findIndex((w) => !w.startsWith('-'));
+    if (firstWord > 0) {
+      return { ok: false, message: `refusing to remember \`${seg.canonical}\` by prefix: options come before its subcommand; remember it with scope "exact" instead` };
+    }
+    const words = firstWord === 0 ? [name, rest[0]!] : [name];
     patterns.add(`^${words.map(escapeRegex).join(' ')}(?: |$)`);
   }
   return { ok: true, patterns: [...patterns] };
 }
 
-/** The policy engine's view of the remembered rules still in force for a request. */
-export function activeRules(rules: readonly RememberedRule[], now: number): PolicyRule[] {
+/**
+ * The policy engine's view of the remembered rules in force for a request. An exact rule applies only to the
+ * very command (and directory) it was approved for: approving `cat build.sh | sh` must not approve `sh`
+ * after any other pipe.
+ */
+export function activeRules(rules: readonly RememberedRule[], now: number, req: { command: string; cwd: string }): PolicyRule[] {
   return rules
     .filter((r) => r.expiresAt === undefined || r.expiresAt > now)
-    .map((r) => ({ name: `remembered:${r.id} (${r.scope} "${r.command}")`, pattern: new RegExp(r.pattern), action: 'allow' as const, enabled: true, source: 'remembered' as const, cwd: r.cwd }));
+    .filter((r) => r.scope !== 'exact' || (r.command === req.command && r.cwd === req.cwd))
+    .map((r) => ({ name: `remembered:${r.id} (${r.scope} "${r.command}")`, pattern: new RegExp(r.pattern), action: 'allow' as const, enabled: true, source: 'remembered' as const, cwd: r.cwd, scope: r.scope }));
 }

@@ -6,7 +6,6 @@ import { parse as parseYaml } from 'yaml';
 import type { z } from 'zod';
 import type { AllowedPath, ExecPolicy, PolicyRule } from '../policy/types.js';
 import {
-  AgentSettingsInputSchema,
   BUILTIN_AGENT_DEFAULTS,
   ConfigFileSchema,
   ResolvedAgentSettingsSchema,
@@ -206,6 +205,18 @@ export function resolveConfig(raw: unknown, options: LoadOptions, source: string
       }
     }
   }
+  // A sandbox can replace anything inside a read-write allowed path with a symlink, and the engine follows
+  // symlinks in bind-mount sources: so no allowed path (of any team) may lie strictly inside a read-write one,
+  // or the next mount of the inner path could be the host's /.
+  const all = Object.values(teams).flatMap((t) => t.policy.allowedPaths.map((p) => ({ team: t.name, ...p })));
+  for (const outer of all) {
+    if (outer.readOnly) continue;
+    for (const inner of all) {
+      if (inner.path !== outer.path && isWithin(inner.path, outer.path)) {
+        problems.push(`agents.teams.${inner.team}.toolPolicies.exec.allowedPaths: "${inner.path}" lies inside the read-write allowed path "${outer.path}" of team "${outer.team}"; a sandbox could swap it for a symlink to /`);
+      }
+    }
+  }
   // Teams never share a network: a named network belongs to one team.
   const networkOwner = new Map<string, string>();
   for (const team of Object.values(teams)) {
@@ -290,8 +301,8 @@ function resolveTeam(name: string, s: ResolvedAgentSettings, baseDir: string, pr
 /** SPEC §4: the owner of the first allowed path when that owner is not root, else 1000:1000; never root. */
 function resolveUser(setting: string, firstPath: string | undefined, where: string, problems: string[]): string | undefined {
   if (setting !== 'auto') {
-    const [uid, gid = uid] = setting.split(':');
-    if (uid === '0' || gid === '0') {
+    const [uid, gid = uid] = setting.split(':').map(Number) as [number, number?];
+    if (uid === 0 || gid === 0) {
       problems.push(`${where}: the sandbox never runs as root (uid or gid 0)`);
       return undefined;
     }
@@ -361,4 +372,3 @@ export function isLoopback(host: string): boolean {
   return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
 }
 
-export { AgentSettingsInputSchema };

@@ -65,7 +65,7 @@ const SandboxInputSchema = z
     network: z
       .string()
       .min(1)
-      .refine((n) => n !== 'host' && !n.startsWith('container:') && n !== 'default', 'the host\'s or another container\'s network namespace is never given to a sandbox')
+      .refine((n) => !['host', 'bridge', 'default'].includes(n) && !n.startsWith('container:'), 'the host\'s network, Docker\'s shared bridge and other containers\' namespaces are never given to a sandbox')
       .describe('"none" (default); "team": a Docker network of the team\'s own, created on demand, that no other team\'s sandboxes are on; or the name of an existing network used by this team only'),
     memoryMb: z.number().int().min(16).max(1 << 20),
     cpus: z.number().positive().max(256),

@@ -140,6 +140,8 @@ const PAGE = String.raw`<!doctype html>
         el('div', { class: 'cmd' }, visible(a.command)),
         el('div', { class: 'meta' }, 'team ', el('b', null, a.team), ' · cwd ', el('code', null, visible(a.cwd)), ' · by ', a.requestedBy, ' · ', left),
         Object.keys(a.env || {}).length ? el('div', { class: 'meta' }, 'env: ', el('code', null, visible(Object.entries(a.env).map(([k, v]) => k + '=' + v).join(' ')))) : null,
+        a.stdin ? el('div', { class: 'meta' }, 'stdin (' + a.stdin.bytes + ' bytes, sha256 ' + a.stdin.sha256.slice(0, 16) + (a.stdin.bytes > 4096 ? ', first 4096 shown' : '') + (a.stdin.encoding === 'base64' ? ', base64' : '') + '):') : null,
+        a.stdin ? el('pre', { class: 'cmd stdin' }, visible(a.stdin.preview)) : null,
         el('div', { class: 'meta' }, 'why it asks: ', visible(a.explanation.reason)),
         segs,
         el('div', { class: 'meta' }, 'plan ', el('code', null, a.planHash.slice(0, 16)), ' · policy ', el('code', null, a.explanation.policyHash)),

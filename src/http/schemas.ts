@@ -4,13 +4,13 @@ const noNul = (s: string) => !s.includes('\0');
 
 export const ExecBodySchema = z
   .object({
-    command: z.string().describe('The shell command, run with /bin/sh -c after the policy allows it'),
+    command: z.string().max(65_536).describe('The shell command, run with /bin/sh -c after the policy allows it (over 16 KiB it is denied)'),
     cwd: z.string().max(4096).refine(noNul, 'must not contain NUL').optional().describe('Working directory; default: the first allowed path'),
     env: z
       .record(z.string().max(256), z.string().max(65_536).refine(noNul, 'must not contain NUL'))
       .refine((e) => Object.keys(e).length <= 256, 'at most 256 variables')
       .optional(),
-    stdin: z.string().optional().describe('Sent to the command\'s standard input, then closed'),
+    stdin: z.string().max(4 * 1024 * 1024).optional().describe('Sent to the command\'s standard input, then closed; part of what an approval covers'),
     stdinEncoding: z.enum(['utf8', 'base64']).default('utf8'),
     timeoutMs: z.number().int().positive().optional().describe('Capped by the team\'s sandbox.timeoutMs'),
     interactive: z.boolean().optional().describe('false: nobody can approve, so `ask` becomes a deny'),
@@ -19,7 +19,7 @@ export const ExecBodySchema = z
 
 export const CheckBodySchema = z
   .object({
-    command: z.string(),
+    command: z.string().max(65_536),
     cwd: z.string().max(4096).refine(noNul, 'must not contain NUL').optional(),
     interactive: z.boolean().optional(),
   })

@@ -38,9 +38,13 @@ export interface Analysis {
   names: Set<number>;
 }
 
-/** Tools that delete, move or change files: an unknowable `$VAR` operand there may be any path. */
-const FILE_MUTATING = new Set(['rm', 'rmdir', 'mv', 'cp', 'ln', 'chmod', 'chown', 'chgrp', 'dd', 'tee', 'truncate', 'shred',
-  'install', 'rsync', 'unlink', 'touch', 'mkdir', 'mkfifo', 'mknod', 'chattr', 'setfacl', 'scp', 'tar', 'unzip', 'zip', 'patch']);
+/**
+ * The only commands whose arguments may hold an expansion (`$VAR`, `"$@"`): they print, compare or wait.
+ * Anywhere else an expansion can become an option that runs code (`python3 "$X"` with X='-c…',
+ * `find . $X` with X='-exec rm -rf {} +') or a path the check cannot see, so it is unsupported. An allow-list,
+ * because a list of dangerous tools is never complete.
+ */
+const DYNAMIC_ARGS_OK = new Set(['echo', 'printf', 'test', '[', 'true', 'false', 'exit', 'return', 'sleep', 'basename', 'dirname', 'seq', 'expr']);
 
 const SAFE_SET_OPTIONS = new Set(['errexit', 'nounset', 'xtrace', 'verbose', 'pipefail', 'noclobber', 'noglob', 'errtrace', 'functrace', 'noexec']);
 
@@ -261,9 +265,9 @@ function commandChecks(name: string, argv: string[], words: Word[], base: number
   if (state !== undefined && name !== 'exec') { a.unsupported ??= state; return; }
   if (Object.hasOwn(ALWAYS_OPAQUE, name)) a.opaque ??= ALWAYS_OPAQUE[name] as string;
 
-  if (FILE_MUTATING.has(name)) {
+  if (!DYNAMIC_ARGS_OK.has(name)) {
     const dyn = words.slice(1).find((w) => w.dynamic);
-    if (dyn) a.unsupported ??= `${name} with the expansion ${dyn.raw}: it may expand to a path the check cannot see`;
+    if (dyn) a.unsupported ??= `${name} with the expansion ${dyn.raw}: it could become an option that runs code or a path the check cannot see`;
   }
 
   switch (name) {

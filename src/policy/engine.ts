@@ -67,6 +67,8 @@ interface SegmentVerdict {
   rule?: string;
   pattern?: string;
   reason: string;
+  /** Allowed by a rule a human remembered when approving. */
+  remembered?: boolean;
 }
 
 export class Engine implements PolicyEngine {
@@ -199,8 +201,10 @@ export class Engine implements PolicyEngine {
     const cwds = this.followCd(parsed.units, cwd);
     const explanations: SegmentExplanation[] = [];
     let worst: { v: SegmentVerdict; index: number; canonical: string } | null = null;
+    let allRemembered = true;
     for (const u of parsed.units) {
       const v = this.segmentVerdict(u, policy, req, cwdVerdict, cwds);
+      if (u.seg.kind !== 'context' && !v.remembered) allRemembered = false;
       const layers = u.a.layers.map((l) => l.text);
       const canonical = layers[layers.length - 1] ?? '';
       // Word-list contexts (for/case/compound redirects) are shown only when they decide something.
@@ -217,7 +221,7 @@ export class Engine implements PolicyEngine {
       if (!cwdVerdict.ok) return finish('deny', 'path_not_allowed', true, cwdVerdict.reason, explanations);
       return this.combine(req, policy, finish, { severity: 0, code: 'allowed', reason: 'the command runs nothing' }, explanations);
     }
-    const named: SegmentVerdict = { ...worst.v, reason: `segment ${worst.index} \`${worst.canonical}\`: ${worst.v.reason}` };
+    const named: SegmentVerdict = { ...worst.v, remembered: allRemembered, reason: `segment ${worst.index} \`${worst.canonical}\`: ${worst.v.reason}` };
     return this.combine(req, policy, finish, named, explanations);
   }
 
@@ -237,7 +241,8 @@ export class Engine implements PolicyEngine {
       reason += ' (onDeny: ask)';
     } else if (v.severity === 1) {
       kind = 'ask';
-    } else if (policy.toolMode === 'approval-required') {
+    } else if (policy.toolMode === 'approval-required' && !v.remembered) {
+      // Every segment allowed by a rule a human remembered was, in effect, approved already.
       kind = 'ask';
       code = 'approval_required';
       reason = `exec mode is approval-required; ${reason}`;
@@ -317,8 +322,10 @@ export class Engine implements PolicyEngine {
     for (const rule of req.rememberedRules ?? []) {
       if (!rule.enabled || rule.action !== 'allow') continue;
       if (rule.cwd !== undefined && normalise(rule.cwd) !== cwds[0]) continue;
+      // A prefix remembered from `npm test` must not vouch for code the matcher cannot see.
+      if (a.opaque && rule.scope !== 'exact') continue;
       if (texts.some((t) => testRegex(rule.pattern, t))) {
-        return { severity: 0, code: 'allowed', rule: rule.name, reason: `allowed by the remembered rule "${rule.name}"` };
+        return { severity: 0, code: 'allowed', rule: rule.name, remembered: true, reason: `allowed by the remembered rule "${rule.name}"` };
       }
     }
     const rule = firstRule(policy.rules, texts);

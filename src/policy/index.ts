@@ -9,7 +9,7 @@ import { Engine, type PolicyEngine } from './engine.js';
 export * from './types.js';
 export type { PolicyEngine, CanonicalSegment, SegmentsResult, RuleWithExamples } from './engine.js';
 export { policyHash, canonicalJson } from './hash.js';
-export { isDangerousVariable } from './tools.js';
+export { isDangerousVariable, runsArbitraryCode } from './tools.js';
 export { MAX_COMMAND_BYTES } from './text.js';
 
 let language: Promise<Language> | null = null;

@@ -326,10 +326,13 @@ const DANGEROUS_VARS = new Set([
   'TMPDIR', 'POSIXLY_CORRECT', 'SSH_AUTH_SOCK', 'GCONV_PATH', 'HOSTALIASES', 'RESOLV_HOST_CONF', 'LOCALDOMAIN', 'NLSPATH',
   'MALLOC_CHECK_', 'NODE_REPL_EXTERNAL_MODULE', 'CURL_HOME', 'WGETRC', 'SSL_CERT_FILE', 'SSL_CERT_DIR', 'REQUESTS_CA_BUNDLE', 'PIP_CONFIG_FILE',
   'PKG_CONFIG_PATH', 'CMAKE_TOOLCHAIN_FILE', 'DOCKER_HOST', 'KUBECONFIG', 'HISTFILE',
+  'RSH', 'AWKPATH', 'AWKLIBPATH', 'LOCPATH', 'HGRCPATH', 'PSQLRC', 'MYSQL_HOME', 'MYSQL_HISTFILE', 'SQLITE_HISTORY', 'WGETRC', 'NETRC',
+  'LYNX_CFG', 'EMACSLOADPATH', 'VIMINIT', 'EXINIT', 'MYVIMRC', 'GVIMINIT', 'SCREENRC', 'TMUX_TMPDIR', 'INPUTRC', 'TZDIR',
 ]);
 const DANGEROUS_PREFIXES = ['LD_', 'GIT_', 'PYTHON', 'DYLD_', 'BASH_FUNC_', 'NPM_CONFIG_', 'YARN_', 'PNPM_', 'BUN_', 'CARGO_', 'RUSTUP_',
   'PERL', 'RUBY', 'GEM_', 'BUNDLE_', 'DENO_', 'JAVA_', 'MAVEN_', 'GRADLE_', 'PHP', 'LUA_', 'R_', 'CONDA', 'VIRTUAL_ENV', 'PIP_',
-  'MSYS', 'GCC_', 'CPATH', 'LIBRARY_PATH', 'COMPILER_PATH', 'GCONV', 'PAGER', 'EDITOR', 'SSH_', 'GNUPG', 'GPG_', 'DOCKER_'];
+  'MSYS', 'GCC_', 'CPATH', 'LIBRARY_PATH', 'COMPILER_PATH', 'GCONV', 'PAGER', 'EDITOR', 'SSH_', 'GNUPG', 'GPG_', 'DOCKER_',
+  'RSYNC_', 'CVS_', 'AWS_', 'HG', 'PG', 'KRB5', 'BOTO', 'GOOGLE_APPLICATION', 'CLOUDSDK_', 'AZURE_CONFIG', 'TERRAFORM_', 'TF_CLI_', 'ANSIBLE_', 'HELM_', 'JQ_'];
 
 /**
  * Variables that change which program runs or what a program loads and executes (PATH, LD_PRELOAD,
@@ -342,3 +345,13 @@ export function isDangerousVariable(name: string): boolean {
   if (DANGEROUS_VARS.has(upper)) return true;
   return DANGEROUS_PREFIXES.some((p) => upper.startsWith(p));
 }
+
+/**
+ * Programs that run other programs or code given to them (shells, interpreters, wrappers, `find`, `xargs`…):
+ * a rule remembered "by prefix" for one of them would allow anything, so they are only remembered exactly.
+ */
+export function runsArbitraryCode(name: string): boolean {
+  return SHELLS.has(name) || interpreterKey(name) !== null || Object.hasOwn(WRAPPERS, name) || Object.hasOwn(ALWAYS_OPAQUE, name) || PREFIX_REFUSED.has(name);
+}
+const PREFIX_REFUSED = new Set(['find', 'xargs', 'parallel', 'ssh', 'su', 'sudo', 'doas', 'pkexec', 'docker', 'podman', 'kubectl', 'npx', 'pnpx', 'bunx', 'dlx',
+  'eval', 'source', '.', 'exec', 'command', 'builtin', 'awk', 'gawk', 'mawk', 'nawk', 'sed', 'perl', 'watch', 'script', 'strace', 'ltrace', 'gdb', 'flock', 'chroot', 'nsenter', 'unshare']);

@@ -23,6 +23,8 @@ export interface PolicyRule {
   source?: 'config' | 'remembered';
   /** For remembered rules: it only applies to requests with exactly this cwd (absent = any cwd). */
   cwd?: string;
+  /** For remembered rules: only an `exact` one may allow a segment that runs code the matcher cannot see. */
+  scope?: 'exact' | 'prefix';
 }
 
 /** Everything about a team's exec policy that a decision depends on. */

@@ -2,6 +2,7 @@ import Docker from 'dockerode';
 import type { Logger } from 'pino';
 import { LABEL_DEADLINE, LABEL_EXEC, LABEL_INSTANCE, LABEL_MANAGED, LABEL_TEAM, containerSpec, teamNetworkName } from './container-spec.js';
 import { randomBytes } from 'node:crypto';
+import { realpathSync, statSync } from 'node:fs';
 import type { SandboxSettings } from '../config/load.js';
 import type { AllowedPath } from '../policy/types.js';
 import { demuxDockerStream } from './demux.js';
@@ -33,6 +34,7 @@ export function classifyDockerError(err: unknown, image: string): { code: string
   if (e?.statusCode === 404 && /image/i.test(msg)) {
     return { code: 'image_missing', message: `sandbox image ${image} is not present; build it with \`npm run images\`` };
   }
+  if (e?.code === 'mount_changed') return { code: 'mount_changed', message: msg };
   if (/runtime/i.test(msg) && /unknown|invalid|not found/i.test(msg)) {
     return { code: 'runtime_unavailable', message: msg };
   }
@@ -55,6 +57,25 @@ function waitFor(container: Docker.Container): Promise<{ StatusCode: number | nu
     (w: { StatusCode: number }) => w,
     (err: unknown) => ({ StatusCode: null, err }),
   );
+}
+
+/**
+ * Mount sources were resolved when the config loaded; check again right before each create that every one is
+ * still that real directory. The engine follows symlinks in a bind-mount source, so a path swapped for a
+ * link since (by anything on the host) must never be mounted.
+ */
+export function checkMounts(mounts: readonly AllowedPath[]): void {
+  for (const m of mounts) {
+    let real: string;
+    try {
+      real = realpathSync(m.path);
+    } catch {
+      throw Object.assign(new Error(`allowed path ${m.path} no longer exists`), { code: 'mount_changed' });
+    }
+    if (real !== m.path || !statSync(real).isDirectory()) {
+      throw Object.assign(new Error(`allowed path ${m.path} is no longer the directory that was configured (now ${real}); refusing to mount it`), { code: 'mount_changed' });
+    }
+  }
 }
 
 export class DockerRunner implements Runner {
@@ -92,20 +113,29 @@ export class DockerRunner implements Runner {
   async configurePool(templates: PoolTemplate[]): Promise<void> {
     this.poolTemplates = templates;
     const targets = [];
-    this.poolSpecs.clear();
+    const specs = new Map<string, { template: PoolTemplate; network: string; imageId: string }>();
     for (const t of templates) {
       if (t.sandbox.pool.size <= 0) continue;
       try {
         const network = t.sandbox.network === 'team' ? await this.teamNetwork(t.team) : t.sandbox.network;
         const imageId = await this.imageId(t.sandbox.image);
         const key = poolKey(t.team, t.sandbox, t.mounts, network, imageId);
-        this.poolSpecs.set(key, { template: t, network, imageId });
+        specs.set(key, { template: t, network, imageId });
         targets.push({ key, size: t.sandbox.pool.size, maxIdleMs: t.sandbox.pool.maxIdleMs });
       } catch (err) {
         this.log.warn({ team: t.team, err }, 'warm pool: cannot prepare this team\'s pool now; requests take the cold path');
       }
     }
+    // Keys still wanted keep their entry while creations of them are under way.
+    for (const [key, v] of specs) this.poolSpecs.set(key, v);
     this.pool.configure(targets);
+    for (const key of [...this.poolSpecs.keys()]) if (!specs.has(key)) this.poolSpecs.delete(key);
+  }
+
+  poolIdle(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const [key, { template }] of this.poolSpecs) out[template.team] = (out[template.team] ?? 0) + this.pool.idleCount(key);
+    return out;
   }
 
   private async createWarm(key: string): Promise<WarmContainer> {
@@ -127,8 +157,11 @@ export class DockerRunner implements Runner {
     };
     let container: Docker.Container | undefined;
     try {
+      checkMounts(spec.mounts);
       container = await this.docker.createContainer(containerSpec(spec, this.instance, this.now(), network, imageId));
       const stream = (await container.attach({ stream: true, stdout: true, stderr: true, stdin: true, hijack: true })) as NodeJS.ReadWriteStream;
+      // A reset or a forced removal while it waits must not become an unhandled 'error' event.
+      stream.on('error', (err) => this.log.debug({ err, label }, 'warm container stream error'));
       await container.start();
       return { id: container.id, key, label, imageId, createdAt: this.now(), stream, waited: waitFor(container) };
     } catch (err) {
@@ -166,7 +199,9 @@ export class DockerRunner implements Runner {
       let stream: NodeJS.ReadWriteStream;
       let waited: Promise<{ StatusCode: number | null; err?: unknown }>;
       let scanners: Record<'stdout' | 'stderr', MarkerScanner> | undefined;
-      const warm = this.pool.take(poolKey(spec.team, spec.sandbox, spec.mounts, network, imageId));
+      // The warm protocol sends the script as one octal-escaped line read byte by byte: big ones go cold.
+      const small = spec.command.length + JSON.stringify(spec.env).length < 32 * 1024;
+      const warm = small ? this.pool.take(poolKey(spec.team, spec.sandbox, spec.mounts, network, imageId)) : undefined;
       if (warm) {
         // Warm path: the container is running and waiting for this one command.
         container = this.docker.getContainer(warm.id);
@@ -179,6 +214,7 @@ export class DockerRunner implements Runner {
         if (spec.stdin !== undefined) stream.end(spec.stdin);
         else stream.end();
       } else {
+        checkMounts(spec.mounts);
         try {
           container = await this.docker.createContainer(containerSpec(spec, this.instance, this.now(), network, imageId));
         } catch (err) {
@@ -225,6 +261,9 @@ export class DockerRunner implements Runner {
       }
       if (scanners?.stdout.done && scanners.stderr.done) {
         result.exitCode = scanners.stdout.exitCode ?? null;
+        if (result.exitCode === 137 && !result.timedOut && !result.truncated && !signal.aborted) {
+          result.oomKilled = (await container.inspect()).State.OOMKilled === true;
+        }
         return finish();
       }
       if (scanners) for (const which of ['stdout', 'stderr'] as const) yield* emit(which, scanners[which].flush());

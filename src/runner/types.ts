@@ -47,4 +47,6 @@ export interface Runner {
   /** Removes leftovers: containers of this instance not running a request, and any past their deadline. */
   reap(): Promise<number>;
   close(): Promise<void>;
+  /** Warm containers waiting, per team (runners without a pool: none). */
+  poolIdle?(): Record<string, number>;
 }

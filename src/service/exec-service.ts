@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer';
 import { createHash, randomUUID } from 'node:crypto';
 import { realpathSync, statSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
@@ -5,7 +6,7 @@ import type { Logger } from 'pino';
 import type { AppConfig, TeamConfig } from '../config/load.js';
 import { ApprovalQueue, type Approval, type Clock, type ExecPlan } from '../approvals/queue.js';
 import { activeRules, rememberPatterns, type RememberScope, type RememberedRule } from '../approvals/remember.js';
-import type { PolicyEngine } from '../policy/index.js';
+import { runsArbitraryCode, type PolicyEngine } from '../policy/index.js';
 import type { Decision } from '../policy/types.js';
 import type { RunResult, Runner } from '../runner/types.js';
 import { dangerousEnvName } from './env.js';
@@ -74,7 +75,26 @@ export interface ExecServiceDeps {
 
 export function planHash(plan: ExecPlan): string {
   const env = Object.fromEntries(Object.entries(plan.env).sort(([a], [b]) => (a < b ? -1 : 1)));
-  return createHash('sha256').update(JSON.stringify({ team: plan.team, command: plan.command, cwd: plan.cwd, env })).digest('hex');
+  return createHash('sha256')
+    .update(JSON.stringify({ team: plan.team, command: plan.command, cwd: plan.cwd, env, stdin: plan.stdin?.sha256 ?? null, timeoutMs: plan.timeoutMs ?? null }))
+    .digest('hex');
+}
+
+const STDIN_PREVIEW = 4096;
+/** Approvals hold their plan (env, stdin preview) in memory: bounded per team. */
+const MAX_PENDING_PER_TEAM = 200;
+
+/** What an approver is shown of stdin: its size, hash and (the start of) its content. */
+function describeStdin(stdin: Buffer | undefined): ExecPlan['stdin'] {
+  if (stdin === undefined) return undefined;
+  const head = stdin.subarray(0, STDIN_PREVIEW);
+  const utf8 = isUtf8(head) || isUtf8(stdin.subarray(0, Math.max(0, head.length - 3)));
+  return {
+    bytes: stdin.length,
+    sha256: createHash('sha256').update(stdin).digest('hex'),
+    preview: utf8 ? head.toString('utf8') : head.toString('base64'),
+    encoding: utf8 ? 'utf8' : 'base64',
+  };
 }
 
 /**
@@ -99,6 +119,7 @@ export class ExecService {
         return out;
       },
       queueDepth: () => Object.fromEntries([...this.quotas].map(([team, q]) => [team, q.depth])),
+      poolIdle: () => deps.runner.poolIdle?.() ?? {},
     };
     this.notifier =
       deps.notifier ??
@@ -117,7 +138,11 @@ export class ExecService {
           deps.state.appendAudit('approval_resolved', a.team, { approvalId: a.id, execId: a.execId, status: a.status, by: a.resolvedBy, note: a.note, reason: a.reason, planHash: a.planHash });
         }
         this.events.publish(e.approval.team, { type: e.type, approval: view });
-        if (e.type === 'approval_created') this.notifier.notify(e.approval.team, { type: e.type, team: e.approval.team, approval: view });
+        if (e.type === 'approval_created') {
+          // A third-party endpoint gets what to look at, not env values or stdin (which may hold secrets).
+          const { env, stdin, ...rest } = view as { env?: Record<string, string>; stdin?: unknown };
+          this.notifier.notify(e.approval.team, { type: e.type, team: e.approval.team, approval: { ...rest, envKeys: Object.keys(env ?? {}), hasStdin: stdin !== undefined } });
+        }
       },
     });
   }
@@ -145,6 +170,9 @@ export class ExecService {
     const first = team.policy.allowedPaths[0]!.path;
     if (cwd === undefined || cwd === '') return first;
     const abs = isAbsolute(cwd) ? cwd : resolve(first, cwd);
+    // Outside every allowed path the policy denies it as it stands: whether it exists on the host is not
+    // something a caller may learn.
+    if (!team.policy.allowedPaths.some((p) => abs === p.path || abs.startsWith(`${p.path}/`))) return abs;
     let real: string;
     try {
       real = realpathSync(abs);
@@ -165,7 +193,7 @@ export class ExecService {
 
   private decide(team: TeamConfig, command: string, cwd: string, interactive: boolean | undefined): Decision {
     return this.deps.engine.decide(
-      { command, cwd, interactive, safeMode: this.safeMode(team.name), rememberedRules: activeRules(this.deps.state.listRemembered(team.name), this.deps.clock.now()) },
+      { command, cwd, interactive, safeMode: this.safeMode(team.name), rememberedRules: activeRules(this.deps.state.listRemembered(team.name), this.deps.clock.now(), { command, cwd }) },
       team.policy,
     );
   }
@@ -180,7 +208,8 @@ export class ExecService {
     const cwd = this.resolveCwd(team, req.cwd);
     const execId = `ex_${randomUUID()}`;
     const decision = this.decide(team, req.command, cwd, req.interactive);
-    const plan: ExecPlan = { team: team.name, command: req.command, cwd, env };
+    const timeoutMs = Math.min(req.timeoutMs ?? team.sandbox.timeoutMs, team.sandbox.timeoutMs);
+    const plan: ExecPlan = { team: team.name, command: req.command, cwd, env, stdin: describeStdin(req.stdin), timeoutMs };
     const record: ExecutionRecord = {
       id: execId,
       team: team.name,
@@ -200,7 +229,7 @@ export class ExecService {
         memoryMb: team.sandbox.memoryMb,
         cpus: team.sandbox.cpus,
         pidsLimit: team.sandbox.pidsLimit,
-        timeoutMs: Math.min(req.timeoutMs ?? team.sandbox.timeoutMs, team.sandbox.timeoutMs),
+        timeoutMs,
         maxOutputBytes: team.sandbox.maxOutputBytes,
         network: team.sandbox.network,
         user: team.sandbox.user,
@@ -214,7 +243,6 @@ export class ExecService {
       this.events.publish(team.name, { type: 'execution_denied', execution: record });
       return { ok: false, execId, decision };
     }
-    const timeoutMs = Math.min(req.timeoutMs ?? team.sandbox.timeoutMs, team.sandbox.timeoutMs);
     return {
       ok: true,
       prepared: { execId, caller, team, plan, planHash: planHash(plan), decision, stdin: req.stdin, timeoutMs, interactive: req.interactive !== false },
@@ -236,20 +264,37 @@ export class ExecService {
     try {
       p.release = await this.quota(p.team.name).acquire(signal);
     } catch (err) {
-      if (err instanceof ServiceError && err.code === 'too_many_requests') {
-        this.metrics.rejectedByQuota.inc({ team: p.team.name });
-        this.finishRecord(p, { status: 'failed', error: 'too_many_requests' });
-      }
+      const code = signal.aborted ? 'client_disconnected' : err instanceof ServiceError ? err.code : 'internal_error';
+      if (code === 'too_many_requests') this.metrics.rejectedByQuota.inc({ team: p.team.name });
+      this.finishRecord(p, { status: 'failed', error: code });
       throw err;
     }
   }
 
   /** Runs a prepared exec; the consumer pulls events (backpressure) and aborts `signal` when its client leaves. */
   async *run(p: PreparedExec, signal: AbortSignal): AsyncGenerator<ExecEvent, void, void> {
+    // Whatever happens from here (the consumer may stop after any event), a quota slot taken is given back.
+    try {
+      yield* this.runSteps(p, signal);
+    } finally {
+      p.release?.();
+    }
+  }
+
+  private async *runSteps(p: PreparedExec, signal: AbortSignal): AsyncGenerator<ExecEvent, void, void> {
     const log = this.log.child({ execId: p.execId, team: p.team.name });
     yield { type: 'decision', execId: p.execId, decision: p.decision.decision as 'allow' | 'ask', explanation: p.decision };
 
     if (p.decision.decision === 'ask') {
+      if (signal.aborted) {
+        this.finishRecord(p, { status: 'withdrawn', rejectedReason: 'withdrawn' });
+        return;
+      }
+      if (this.approvals.pendingCount(p.team.name) >= MAX_PENDING_PER_TEAM) {
+        this.finishRecord(p, { status: 'failed', error: 'too_many_requests' });
+        yield { type: 'error', code: 'too_many_requests', message: `the team already has ${MAX_PENDING_PER_TEAM} approvals waiting` };
+        return;
+      }
       const { approval, resolution } = this.approvals.open({ execId: p.execId, plan: p.plan, planHash: p.planHash, explanation: p.decision, requestedBy: p.caller.name });
       this.deps.state.updateExecution(p.execId, { approvalId: approval.id });
       const onAbort = () => this.approvals.withdraw(approval.id);
@@ -264,13 +309,21 @@ export class ExecService {
         yield { type: 'rejected', reason: r.reason, by: r.by };
         return;
       }
-      // The approval covers exactly this plan; and a policy change since the ask may have made it a hard deny.
-      const recheck = this.decide(p.team, p.plan.command, p.plan.cwd, p.interactive);
-      if (planHash(p.plan) !== approval.planHash || (recheck.decision === 'deny' && recheck.hard)) {
+      // The configuration may have been reloaded while a human looked: decide again under the team's current
+      // policy, and run with its current sandbox settings. A deny now is a rejection.
+      let current: TeamConfig | undefined;
+      try {
+        current = this.team(p.team.name);
+      } catch {
+        current = undefined;
+      }
+      const recheck = current ? this.decide(current, p.plan.command, p.plan.cwd, p.interactive) : undefined;
+      if (!current || !recheck || recheck.decision === 'deny' || planHash(p.plan) !== approval.planHash) {
         this.finishRecord(p, { status: 'rejected', rejectedReason: 'policy_changed', approvedBy: r.by });
         yield { type: 'rejected', reason: 'policy_changed', by: 'system' };
         return;
       }
+      p.team = current;
       this.deps.state.updateExecution(p.execId, { approvedBy: r.by, status: 'running' });
       yield { type: 'approval_resolved', approved: true, by: r.by, note: r.note };
     }
@@ -278,16 +331,12 @@ export class ExecService {
     try {
       await this.admit(p, signal);
     } catch (err) {
-      if (signal.aborted) return this.finishRecord(p, { status: 'failed', error: 'client_disconnected' });
+      if (signal.aborted) return;
       const e = err instanceof ServiceError ? err : new ServiceError('internal_error', String(err));
       yield { type: 'error', code: e.code, message: e.message };
       return;
     }
-    try {
-      yield* this.runAdmitted(p, signal, log);
-    } finally {
-      p.release?.();
-    }
+    yield* this.runAdmitted(p, signal, log);
   }
 
   private async *runAdmitted(p: PreparedExec, signal: AbortSignal, log: Logger): AsyncGenerator<ExecEvent, void, void> {
@@ -382,9 +431,8 @@ export class ExecService {
 
   private buildRemembered(a: Approval, scope: RememberScope, ttlMs: number | undefined, by: string): RememberedRule {
     if (a.explanation.hard) throw new ServiceError('remember_refused', 'a hard deny can never be remembered as allowed');
-    const segs = this.deps.engine.segments(a.plan.command);
-    if (!segs.ok) throw new ServiceError('remember_refused', `cannot remember this command: ${segs.reason}`);
-    const built = rememberPatterns(segs.segments, scope);
+    if (a.plan.stdin) throw new ServiceError('remember_refused', 'a command given stdin is never remembered: the stdin may be the code that runs');
+    const built = rememberPatterns(a.explanation.segments, scope, runsArbitraryCode);
     if (!built.ok) throw new ServiceError('remember_refused', built.message);
     const now = this.deps.clock.now();
     return {
@@ -433,6 +481,8 @@ export function approvalView(a: Approval): Record<string, unknown> {
     command: a.plan.command,
     cwd: a.plan.cwd,
     env: a.plan.env,
+    stdin: a.plan.stdin,
+    timeoutMs: a.plan.timeoutMs,
     planHash: a.planHash,
     explanation: a.explanation,
     requestedBy: a.requestedBy,

@@ -4,12 +4,13 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 export interface MetricSources {
   approvalsPending(): Record<string, number>;
   queueDepth(): Record<string, number>;
+  poolIdle(): Record<string, number>;
 }
 
 export class Metrics {
   readonly registry = new Registry();
   /** Read at scrape time by the gauges below. */
-  sources: MetricSources = { approvalsPending: () => ({}), queueDepth: () => ({}) };
+  sources: MetricSources = { approvalsPending: () => ({}), queueDepth: () => ({}), poolIdle: () => ({}) };
   readonly executions = new Counter({ name: 'execgate_executions_total', help: 'Executions by team, decision and final status', labelNames: ['team', 'decision', 'status'], registers: [this.registry] });
   readonly duration = new Histogram({
     name: 'execgate_execution_duration_seconds',
@@ -22,6 +23,7 @@ export class Metrics {
   readonly approvalsPending: Gauge<'team'> = gaugeFrom(this, 'execgate_approvals_pending', 'Approvals waiting for a human', () => this.sources.approvalsPending());
   readonly containersRunning = new Gauge({ name: 'execgate_containers_running', help: 'Sandboxes running a command now', labelNames: ['team'], registers: [this.registry] });
   readonly queueDepth: Gauge<'team'> = gaugeFrom(this, 'execgate_queue_depth', 'Executions waiting for a quota slot', () => this.sources.queueDepth());
+  readonly poolIdle: Gauge<'team'> = gaugeFrom(this, 'execgate_pool_idle', 'Warm containers waiting for a command', () => this.sources.poolIdle());
   readonly rejectedByQuota = new Counter({ name: 'execgate_quota_rejections_total', help: 'Requests refused with 429', labelNames: ['team'], registers: [this.registry] });
 
   constructor() {

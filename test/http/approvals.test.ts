@@ -184,7 +184,7 @@ describe('remember', () => {
     expect((await check('npm test')).json().decision).toBe('deny');
   });
 
-  it.each(['bash -c "make"', 'python3 -c "print(1)"', 'env make', 'sh build.sh'])('refuses an over-broad prefix for %s, and leaves the approval pending', async (command) => {
+  it.each(['bash -c "make"', 'python3 -c "print(1)"', 'sh build.sh', 'find . -name x', 'git -C sub status', 'cat build.sh | sh'])('refuses an over-broad prefix for %s, and leaves the approval pending', async (command) => {
     await setup({ mode: 'approval-required' });
     const { response, approval } = await pendingExec({ command });
     const r = await approve(approval.id, { remember: { scope: 'prefix' } });

@@ -18,6 +18,9 @@ export const CWD = '/srv/proj';
 
 /** Each must come out `deny` or `ask`, never `allow`. */
 export const HOSTILE: readonly string[] = [
+  // expansions that become options of tools running code (found in review)
+  `X='-cimport os;os.system("rm -rf /srv/p")'; python3 "$X"`, 'X="-exec rm -rf {} +"; find . $X', 'find . $X', 'python3 $X', 'bash $X',
+  'sh "$X"', 'node $X', 'perl $X', 'awk "$X"', 'git "$X" status', 'xargs $X', 'tar $X', 'env $X', 'sort $X x', 'make $X', 'ssh $X host',
   // quoting and escapes
   "r''m -fr x", '"rm" -rf x', 'r\\m -rf x', "$'\\x72m' -rf x", "$'\\162m' -rf x", "$'r'm -rf x", '"r"m -rf x', "'rm' '-rf' x",
   'rm "-rf" x', "rm '-r''f' x", 'rm -\\r\\f x', '$"rm" -rf x', "r'm' -r -f x", 'rm -r"f" x',

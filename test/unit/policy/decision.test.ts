@@ -96,9 +96,18 @@ describe('remembered rules', () => {
     const d = decide('git status', {}, { rememberedRules: [rule('x', /git/, 'deny', { source: 'remembered' })] });
     expect(d.decision).toBe('allow');
   });
-  it('explicitly allow an opaque segment', () => {
-    const d = decide("bash -c 'ls'", { onDeny: 'block' }, { rememberedRules: [rule('x', /^bash -c ls$/, 'allow')] });
+  it('explicitly allow an opaque segment when remembered exactly', () => {
+    const d = decide("bash -c 'ls'", { onDeny: 'block' }, { rememberedRules: [{ ...rule('x', /^bash -c ls$/, 'allow'), scope: 'exact' }] });
     expect(d.decision).toBe('allow');
+  });
+  it('never let a remembered prefix vouch for an opaque segment', () => {
+    const d = decide("bash -c 'ls'", { onDeny: 'block' }, { rememberedRules: [{ ...rule('x', /^bash(?: |$)/, 'allow'), scope: 'prefix' }] });
+    expect(d).toMatchObject({ decision: 'deny', code: 'opaque_execution' });
+  });
+  it('skip approval-required when every segment is allowed by a remembered rule, and only then', () => {
+    const remembered = [{ ...rule('x', /^make build$/, 'allow'), scope: 'exact' as const }];
+    expect(decide('make build', { toolMode: 'approval-required' }, { rememberedRules: remembered }).decision).toBe('allow');
+    expect(decide('make build && make test', { toolMode: 'approval-required' }, { rememberedRules: remembered }).decision).toBe('ask');
   });
 });
 
