@@ -1,83 +1,179 @@
 /**
- * `npm run bench`: figures, not assertions. Starts the service in process on a real Docker engine and
- * measures it against plain `docker run` on the same image in the same run, printing a table and a JSON
- * summary (also written to bench-results.json).
+ * `npm run bench`: figures, not assertions. Starts the built service as its own process on the real Docker
+ * engine (a team with the warm pool and one without) and measures it against plain `docker run` on the same
+ * image in the same run. Prints a table and a JSON summary (also written to bench-results.json).
+ *
+ * Knobs: EXECGATE_BENCH_N (latency samples, default 200), EXECGATE_BENCH_SECONDS (per throughput cell,
+ * default 10; the issue's figure uses 30), EXECGATE_BENCH_STREAM_MB (default 200).
  */
-import { execFile } from 'node:child_process';
-import { chownSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { execFile, spawn } from 'node:child_process';
+import { chownSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import pino from 'pino';
-import { buildApp } from '../src/app.js';
-import { systemClock } from '../src/approvals/queue.js';
-import { resolveConfig } from '../src/config/load.js';
-import { createPolicyEngine } from '../src/policy/index.js';
-import { DockerRunner } from '../src/runner/docker-runner.js';
-import { ExecService } from '../src/service/exec-service.js';
-import { MemoryStateStore } from '../src/service/state.js';
 import { benchPolicy } from './policy-bench.js';
 
 const run = promisify(execFile);
 const IMAGE = process.env.EXECGATE_BENCH_IMAGE ?? 'execgate/sandbox:latest';
-const N = Number(process.env.EXECGATE_BENCH_N ?? 50);
+const N = Number(process.env.EXECGATE_BENCH_N ?? 200);
+const SECONDS = Number(process.env.EXECGATE_BENCH_SECONDS ?? 10);
+const STREAM_MB = Number(process.env.EXECGATE_BENCH_STREAM_MB ?? 200);
 const TOKEN = 'bench-token-0123456789';
+const POOL = 8;
 
-function pct(xs: number[], p: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
-}
-const stats = (xs: number[]) => ({ p50: pct(xs, 50), p90: pct(xs, 90), p99: pct(xs, 99) });
-const ms = (t0: bigint) => Number(process.hrtime.bigint() - t0) / 1e6;
+type Stats = { p50: number; p90: number; p99: number };
+const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))]!;
+const stats = (xs: number[]): Stats => ({ p50: pct(xs, 50), p90: pct(xs, 90), p99: pct(xs, 99) });
+const sinceMs = (t0: bigint) => Number(process.hrtime.bigint() - t0) / 1e6;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function timeIt(n: number, fn: () => Promise<void>): Promise<number[]> {
+async function latencies(n: number, fn: () => Promise<void>): Promise<number[]> {
   const out: number[] = [];
   for (let i = 0; i < n; i++) {
     const t0 = process.hrtime.bigint();
     await fn();
-    out.push(ms(t0));
+    out.push(sinceMs(t0));
   }
   return out;
+}
+
+/** Completed operations per second with `concurrency` workers for `seconds`. */
+async function throughput(concurrency: number, seconds: number, fn: () => Promise<void>): Promise<number> {
+  const deadline = Date.now() + seconds * 1000;
+  let done = 0;
+  const t0 = process.hrtime.bigint();
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (Date.now() < deadline) {
+        await fn();
+        done++;
+      }
+    }),
+  );
+  return done / (sinceMs(t0) / 1000);
+}
+
+function rssOf(pid: number): number {
+  return Number(/^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) * 1024;
 }
 
 async function main(): Promise<void> {
   const dir = mkdtempSync(join('/var/tmp', 'execgate-bench-'));
   chownSync(dir, 1000, 1000);
-  const logger = pino({ level: 'silent' });
-  const engine = await createPolicyEngine();
-  const config = resolveConfig(
-    {
-      gateway: { auth: { token: TOKEN } },
+  const config = join(`${dir}-cfg.json`);
+  writeFileSync(
+    config,
+    JSON.stringify({
+      gateway: { port: 0, auth: { token: TOKEN } },
       store: { path: `${dir}-store` },
-      agents: { defaults: { toolPolicies: { exec: { mode: 'allowed', allowedPaths: [dir] } }, sandbox: { image: IMAGE, pool: { size: 0 } } } },
-    },
-    { baseDir: dir },
-    'bench',
+      agents: {
+        defaults: {
+          toolPolicies: { exec: { mode: 'allowed', allowedPaths: [dir] } },
+          sandbox: { image: IMAGE, maxOutputBytes: (STREAM_MB + 10) * 1_000_000, timeoutMs: 300_000 },
+          quota: { maxConcurrent: 64, maxQueued: 256 },
+        },
+        teams: { cold: { sandbox: { pool: { size: 0 } } }, pooled: { sandbox: { pool: { size: POOL, maxIdleMs: 3_600_000 } } } },
+      },
+    }),
   );
-  const runner = new DockerRunner({ instance: 'bench', logger });
-  const state = new MemoryStateStore();
-  const service = new ExecService({ config: () => config, runner, engine, state, logger, clock: systemClock });
-  const app = await buildApp({ config: () => config, service, runner, state, logger });
-  const url = await app.listen({ host: '127.0.0.1', port: 0 });
-  const headers = { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json', accept: 'application/json' };
-  const results: Record<string, unknown> = { date: new Date().toISOString(), machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model, memGiB: Math.round(totalmem() / 2 ** 30), node: process.version }, image: IMAGE, n: N };
+  const proc = spawn(process.execPath, ['dist/main.js', 'serve', '--config', config], { env: { ...process.env, EXECGATE_LOG_LEVEL: 'info' }, stdio: ['ignore', 'pipe', 'inherit'] });
+  const url = await new Promise<string>((resolve, reject) => {
+    proc.stdout!.on('data', (d: Buffer) => {
+      const m = /"address":"(http:\/\/[^"]+)"/.exec(d.toString());
+      if (m) resolve(m[1]!);
+    });
+    proc.on('exit', (c) => reject(new Error(`service exited with ${c}`)));
+  });
+  proc.stdout!.resume();
+  const results: Record<string, unknown> = {
+    date: new Date().toISOString(),
+    machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model, memGiB: Math.round(totalmem() / 2 ** 30), node: process.version },
+    image: IMAGE,
+    n: N,
+    seconds: SECONDS,
+  };
+
+  const exec = (team: string) => async () => {
+    const res = await fetch(`${url}/v1/exec`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json', accept: 'application/json', 'x-execgate-team': team },
+      body: JSON.stringify({ command: 'echo hi' }),
+    });
+    const body = (await res.json()) as { stdout?: string };
+    if (body.stdout !== 'hi\n') throw new Error(`unexpected answer ${JSON.stringify(body)}`);
+  };
+  const dockerRun = () => run('docker', ['run', '--rm', '--network', 'none', IMAGE, 'sh', '-c', 'echo hi']).then(() => undefined);
+  /** Pooled latency is measured with the pool refilled between samples: what one request sees. */
+  const pooledOne = async () => {
+    for (let i = 0; i < 400; i++) {
+      const m = /execgate_pool_idle\{team="pooled"\} (\d+)/.exec(await (await fetch(`${url}/metrics`)).text());
+      if (m && Number(m[1]) >= POOL) return;
+      await sleep(10);
+    }
+  };
 
   try {
-    // 1. Latency of `echo hi`: plain docker run vs the service's cold path, same image, same run.
-    const dockerRun = () => run('docker', ['run', '--rm', '--network', 'none', IMAGE, 'sh', '-c', 'echo hi']).then(() => undefined);
-    const viaHttp = async () => {
-      const res = await fetch(`${url}/v1/exec`, { method: 'POST', headers, body: JSON.stringify({ command: 'echo hi' }) });
-      const body = (await res.json()) as { stdout?: string };
-      if (body.stdout !== 'hi\n') throw new Error(`unexpected answer ${JSON.stringify(body)}`);
-    };
-    await timeIt(3, dockerRun);
-    await timeIt(3, viaHttp);
-    const docker = stats(await timeIt(N, dockerRun));
-    const cold = stats(await timeIt(N, viaHttp));
-    await runner.close();
-    results.latency = { dockerRun: docker, cold, coldRatio: { p50: cold.p50 / docker.p50, p90: cold.p90 / docker.p90, p99: cold.p99 / docker.p99 } };
+    process.stderr.write('bench: warming up\n');
+    await sleep(3000);
+    await latencies(5, dockerRun);
+    await latencies(5, exec('cold'));
+    await latencies(5, exec('pooled'));
 
-    // 5. Policy decisions per second in process, and POST /v1/policy/check requests per second.
+    process.stderr.write(`bench: latency, ${N} sequential requests each\n`);
+    const docker = stats(await latencies(N, dockerRun));
+    const cold = stats(await latencies(N, exec('cold')));
+    const pooledSamples: number[] = [];
+    for (let i = 0; i < N; i++) {
+      await pooledOne();
+      pooledSamples.push(...(await latencies(1, exec('pooled'))));
+    }
+    const pooled = stats(pooledSamples);
+    const ratio = (a: Stats): Stats => ({ p50: a.p50 / docker.p50, p90: a.p90 / docker.p90, p99: a.p99 / docker.p99 });
+    results.latency = { dockerRun: docker, cold, pooled, coldRatio: ratio(cold), pooledRatio: ratio(pooled) };
+
+    process.stderr.write(`bench: throughput, ${SECONDS} s per cell\n`);
+    const tput: Record<string, Record<string, number>> = {};
+    for (const c of [1, 4, 8]) {
+      tput[`c${c}`] = {
+        dockerRun: await throughput(c, SECONDS, dockerRun),
+        cold: await throughput(c, SECONDS, exec('cold')),
+        pooled: (await sleep(3000), await throughput(c, SECONDS, exec('pooled'))),
+      };
+    }
+    results.throughput = tput;
+
+    process.stderr.write(`bench: streaming ${STREAM_MB} MB\n`);
+    const bytes = STREAM_MB * 1_000_000;
+    const gen = `yes 0123456789abcdefghijklmnopqrstuvwxyz | head -c ${bytes}`;
+    let t0 = process.hrtime.bigint();
+    const { stdout: wc } = await run('bash', ['-c', `docker run --rm --network none --log-driver none ${IMAGE} sh -c '${gen}' | wc -c`], { maxBuffer: 1 << 20 });
+    const dockerMBs = Number(wc.trim()) / 1e6 / (sinceMs(t0) / 1000);
+    let peakRss = rssOf(proc.pid!);
+    const startRss = peakRss;
+    const sampler = setInterval(() => (peakRss = Math.max(peakRss, rssOf(proc.pid!))), 20);
+    // The client is `curl | wc -c`, as `docker run ... | wc -c` is on the other side: both measure the stream,
+    // not a JavaScript client's JSON parsing on the same two cores. The first and last NDJSON lines are kept to
+    // check the run (exec id → recorded bytesOut, and the exit event).
+    const tmp = mkdtempSync(join('/var/tmp', 'execgate-bench-stream-'));
+    t0 = process.hrtime.bigint();
+    const ndjsonBytes = await new Promise<number>((resolve, reject) => {
+      const sh = spawn('bash', ['-c', `curl -sN -H 'authorization: Bearer ${TOKEN}' -H 'content-type: application/json' -H 'x-execgate-team: cold' --data-binary @- ${url}/v1/exec | tee -p >(head -n 1 > ${tmp}/first) >(tail -n 1 > ${tmp}/last) | wc -c`], { stdio: ['pipe', 'pipe', 'inherit'] });
+      let out = '';
+      sh.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      sh.on('exit', (code) => (code === 0 ? resolve(Number(out.trim())) : reject(new Error(`curl pipeline exited ${code}`))));
+      sh.stdin.end(JSON.stringify({ command: gen }));
+    });
+    const seconds = sinceMs(t0) / 1000;
+    await sleep(200);
+    const first = JSON.parse(readFileSync(join(tmp, 'first'), 'utf8')) as { execId: string };
+    const last = JSON.parse(readFileSync(join(tmp, 'last'), 'utf8')) as { type: string; exitCode: number; truncated: boolean };
+    rmSync(tmp, { recursive: true, force: true });
+    const rec = (await (await fetch(`${url}/v1/executions/${first.execId}`, { headers: { authorization: `Bearer ${TOKEN}` } })).json()) as { bytesOut: number };
+    if (last.type !== 'exit' || last.exitCode !== 0 || last.truncated || rec.bytesOut !== bytes) throw new Error(`stream check failed: ${JSON.stringify({ last, bytesOut: rec.bytesOut })}`);
+    const httpMBs = bytes / 1e6 / seconds;
+    clearInterval(sampler);
+    results.streaming = { mb: STREAM_MB, ndjsonBytes, dockerRunLogNoneMBs: dockerMBs, execgateMBs: httpMBs, ratio: httpMBs / dockerMBs, serviceRssStartMiB: startRss / 2 ** 20, serviceRssPeakMiB: peakRss / 2 ** 20 };
+
     results.policy = await benchPolicy();
     const checkSeconds = 3;
     const deadline = Date.now() + checkSeconds * 1000;
@@ -85,7 +181,7 @@ async function main(): Promise<void> {
     await Promise.all(
       Array.from({ length: 4 }, async () => {
         while (Date.now() < deadline) {
-          const r = await fetch(`${url}/v1/policy/check`, { method: 'POST', headers, body: JSON.stringify({ command: 'git status && ls -la src | grep ts' }) });
+          const r = await fetch(`${url}/v1/policy/check`, { method: 'POST', headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' }, body: JSON.stringify({ command: 'git status && ls -la src | grep ts' }) });
           await r.arrayBuffer();
           checks++;
         }
@@ -93,25 +189,40 @@ async function main(): Promise<void> {
     );
     results.policyCheckHttp = { requestsPerSec: checks / checkSeconds, concurrency: 4 };
   } finally {
-    app.server.closeAllConnections();
-    await app.close();
-    await runner.close();
+    const exited = new Promise((r) => proc.once('exit', r));
+    proc.kill('SIGTERM');
+    await exited;
     rmSync(dir, { recursive: true, force: true });
+    rmSync(`${dir}-store`, { recursive: true, force: true });
+    rmSync(config, { force: true });
   }
 
-  const l = results.latency as { dockerRun: ReturnType<typeof stats>; cold: ReturnType<typeof stats>; coldRatio: ReturnType<typeof stats> };
+  const l = results.latency as { dockerRun: Stats; cold: Stats; pooled: Stats; coldRatio: Stats; pooledRatio: Stats };
+  const t = results.throughput as Record<string, Record<string, number>>;
+  const st = results.streaming as { dockerRunLogNoneMBs: number; execgateMBs: number; ratio: number; serviceRssStartMiB: number; serviceRssPeakMiB: number };
   const p = results.policy as { decisionsPerSec: number; usPerDecision: number; corpus: number };
-  const f = (x: number) => x.toFixed(1);
-  const rows = [
-    ['figure', 'p50', 'p90', 'p99'],
-    ['docker run --rm --network none (ms)', f(l.dockerRun.p50), f(l.dockerRun.p90), f(l.dockerRun.p99)],
-    ['execgate cold `echo hi` over HTTP (ms)', f(l.cold.p50), f(l.cold.p90), f(l.cold.p99)],
-    ['  ratio to docker run', l.coldRatio.p50.toFixed(2), l.coldRatio.p90.toFixed(2), l.coldRatio.p99.toFixed(2)],
+  const f1 = (x: number) => x.toFixed(1);
+  const f2 = (x: number) => x.toFixed(2);
+  const lines = [
+    `execgate bench — ${results.date} — ${cpus().length} cores (${cpus()[0]?.model}), node ${process.version}, image ${IMAGE}`,
+    '',
+    `latency of \`echo hi\` (${N} sequential)     p50 ms   p90 ms   p99 ms   ratio p50/p90/p99 to docker run`,
+    `  docker run --rm --network none       ${f1(l.dockerRun.p50).padStart(7)}  ${f1(l.dockerRun.p90).padStart(7)}  ${f1(l.dockerRun.p99).padStart(7)}`,
+    `  execgate cold path over HTTP         ${f1(l.cold.p50).padStart(7)}  ${f1(l.cold.p90).padStart(7)}  ${f1(l.cold.p99).padStart(7)}   ${f2(l.coldRatio.p50)} / ${f2(l.coldRatio.p90)} / ${f2(l.coldRatio.p99)}`,
+    `  execgate pooled over HTTP            ${f1(l.pooled.p50).padStart(7)}  ${f1(l.pooled.p90).padStart(7)}  ${f1(l.pooled.p99).padStart(7)}   ${f2(l.pooledRatio.p50)} / ${f2(l.pooledRatio.p90)} / ${f2(l.pooledRatio.p99)}`,
+    '',
+    `throughput, commands/s (${SECONDS} s each)    docker run     cold   pooled   pooled/docker run`,
+    ...[1, 4, 8].map((c) => {
+      const r = t[`c${c}`]!;
+      return `  concurrency ${c}                      ${f1(r.dockerRun!).padStart(10)} ${f1(r.cold!).padStart(8)} ${f1(r.pooled!).padStart(8)}   ${f2(r.pooled! / r.dockerRun!)}`;
+    }),
+    '',
+    `streaming ${STREAM_MB} MB stdout: docker run --log-driver none | wc -c ${f1(st.dockerRunLogNoneMBs)} MB/s; execgate NDJSON ${f1(st.execgateMBs)} MB/s (${f2(st.ratio)}x)`,
+    `service RSS while streaming: ${st.serviceRssStartMiB.toFixed(0)} MiB at start, peak ${st.serviceRssPeakMiB.toFixed(0)} MiB`,
+    `policy engine in process: ${Math.round(p.decisionsPerSec)} decisions/s (${f1(p.usPerDecision)} µs each, ${p.corpus} commands)`,
+    `POST /v1/policy/check: ${Math.round((results.policyCheckHttp as { requestsPerSec: number }).requestsPerSec)} requests/s at concurrency 4`,
   ];
-  process.stdout.write(`\nexecgate bench — ${results.date} — ${(results.machine as { cpus: number }).cpus} cores, node ${process.version}, image ${IMAGE}, n=${N}\n\n`);
-  for (const r of rows) process.stdout.write(`${r[0]!.padEnd(42)}${r.slice(1).map((c) => c!.padStart(9)).join('')}\n`);
-  process.stdout.write(`\npolicy engine in process: ${Math.round(p.decisionsPerSec)} decisions/s (${p.usPerDecision.toFixed(1)} µs each, ${p.corpus} commands)\n`);
-  process.stdout.write(`POST /v1/policy/check: ${Math.round((results.policyCheckHttp as { requestsPerSec: number }).requestsPerSec)} requests/s at concurrency 4\n\n`);
+  process.stdout.write(`\n${lines.join('\n')}\n\n`);
   writeFileSync('bench-results.json', `${JSON.stringify(results, null, 2)}\n`);
   process.stdout.write(`${JSON.stringify(results)}\n`);
 }

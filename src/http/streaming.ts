@@ -11,11 +11,18 @@ export function negotiate(accept: string | undefined): StreamFormat {
   return 'ndjson';
 }
 
+/**
+ * Bytes a stream may have queued in the socket before the writer waits for it to drain. Waiting on every
+ * `false` from write() (the response's high-water mark is 16 KiB, less than one Docker frame) would stall the
+ * pipeline at each event; this keeps it full while memory per stream stays bounded.
+ */
+export const STREAM_BUFFER_BYTES = 1 << 20;
+
 /** Writes one event; resolves when the client can take more (backpressure) or is gone. */
 export function writeEvent(res: ServerResponse, format: 'ndjson' | 'sse', event: unknown): Promise<void> | undefined {
   const json = JSON.stringify(event);
-  const ok = res.write(format === 'sse' ? `data: ${json}\n\n` : `${json}\n`);
-  if (ok || res.destroyed) return undefined;
+  res.write(format === 'sse' ? `data: ${json}\n\n` : `${json}\n`);
+  if (res.writableLength < STREAM_BUFFER_BYTES || res.destroyed) return undefined;
   return new Promise((resolve) => {
     const done = () => {
       res.off('drain', done);
