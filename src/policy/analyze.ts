@@ -315,9 +315,20 @@ function commandChecks(name: string, argv: string[], words: Word[], base: number
       return;
     }
     case 'find':
-      for (const v of args) {
-        if (['-exec', '-execdir', '-ok', '-okdir'].includes(v)) { a.opaque ??= `find ${v} runs a command for each file`; break; }
-        if (v === '-delete') { a.opaque ??= 'find -delete deletes every file it finds'; break; }
+      for (let i = 0; i < args.length; i++) {
+        const v = args[i] as string;
+        if (['-exec', '-execdir', '-ok', '-okdir'].includes(v)) {
+          a.opaque ??= `find ${v} runs a command for each file`;
+          // The command it runs is checked like any other (blocked patterns, paths): `find . -exec rm -rf {} +`
+          // is a hard deny, not an approvable opaque segment.
+          let end = i + 1;
+          while (end < args.length && args[end] !== ';' && args[end] !== '+') end++;
+          const cmd = args.slice(i + 1, end);
+          if (cmd.length > 0) a.nestedScripts.push(cmd.map((x) => `'${x.replace(/'/g, `'\\''`)}'`).join(' '));
+          i = end;
+          continue;
+        }
+        if (v === '-delete') a.opaque ??= 'find -delete deletes every file it finds';
       }
       return;
     case 'git':

@@ -100,6 +100,12 @@ describe('remembered rules', () => {
     const d = decide("bash -c 'ls'", { onDeny: 'block' }, { rememberedRules: [{ ...rule('x', /^bash -c ls$/, 'allow'), scope: 'exact' }] });
     expect(d.decision).toBe('allow');
   });
+  it.each(['find . -exec rm -rf {} +', 'find . -name x -execdir sudo id \\;', "find . -ok rm -r -f '{}' ;"])('check the command find runs: %s is a hard deny', (cmd) => {
+    expect(decide(cmd)).toMatchObject({ decision: 'deny', code: 'blocked_pattern', hard: true });
+  });
+  it('find -exec of a harmless command stays opaque (approvable), not denied', () => {
+    expect(decide('find . -name "*.ts" -exec wc -l {} +', { onDeny: 'block' })).toMatchObject({ decision: 'deny', code: 'opaque_execution', hard: false });
+  });
   it('never let a remembered prefix vouch for an opaque segment', () => {
     const d = decide("bash -c 'ls'", { onDeny: 'block' }, { rememberedRules: [{ ...rule('x', /^bash(?: |$)/, 'allow'), scope: 'prefix' }] });
     expect(d).toMatchObject({ decision: 'deny', code: 'opaque_execution' });
