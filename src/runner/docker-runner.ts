@@ -407,7 +407,7 @@ export class DockerRunner implements Runner {
 
   /** Removes the warm pool and waits for every background removal. */
   async close(): Promise<void> {
-    this.pool.close();
+    await this.pool.close();
     while (this.removals.size > 0) await Promise.allSettled([...this.removals]);
   }
 }

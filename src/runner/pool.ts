@@ -41,6 +41,8 @@ export class WarmPool {
   private readonly idle = new Map<string, WarmContainer[]>();
   private targets = new Map<string, PoolTarget>();
   private readonly creating = new Map<string, number>();
+  /** Creations under way: close() waits for them, since each one finishing after close must still be removed. */
+  private readonly inflight = new Set<Promise<void>>();
   private failures = 0;
   private openUntil = 0;
   private closed = false;
@@ -109,7 +111,8 @@ export class WarmPool {
       const have = this.idle.get(key)?.length ?? 0;
       if (this.closed || !t || this.breakerOpen || have + creating >= t.size || creating >= parallel) return;
       this.creating.set(key, creating + 1);
-      void this.createOne(key);
+      const p = this.createOne(key).finally(() => this.inflight.delete(p));
+      this.inflight.add(p);
     }
   }
 
@@ -139,14 +142,15 @@ export class WarmPool {
     } finally {
       this.creating.set(key, (this.creating.get(key) ?? 1) - 1);
     }
-    if (retry || !this.closed) this.fill(key);
+    if (!this.closed && (retry || this.targets.has(key))) this.fill(key);
   }
 
-  /** Removes every idle container and stops refilling. */
-  close(): void {
+  /** Stops refilling, removes every idle container, and waits for creations under way (they remove themselves). */
+  async close(): Promise<void> {
     this.closed = true;
     for (const list of this.idle.values()) for (const w of list) this.deps.destroy(w);
     this.idle.clear();
+    while (this.inflight.size > 0) await Promise.allSettled([...this.inflight]);
   }
 
   /** While the breaker is open nothing refills; this lets the next sweep try again once it has closed. */
