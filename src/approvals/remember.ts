@@ -58,6 +58,18 @@ export function rememberPatterns(
   return { ok: true, patterns: [...patterns] };
 }
 
+/** Remembered patterns are consulted on every decision: each is compiled once. */
+const regexCache = new Map<string, RegExp>();
+function compiled(pattern: string): RegExp {
+  let re = regexCache.get(pattern);
+  if (!re) {
+    if (regexCache.size >= 10_000) regexCache.clear();
+    re = new RegExp(pattern);
+    regexCache.set(pattern, re);
+  }
+  return re;
+}
+
 /**
  * The policy engine's view of the remembered rules in force for a request. An exact rule applies only to the
  * very command (and directory) it was approved for: approving `cat build.sh | sh` must not approve `sh`
@@ -67,5 +79,5 @@ export function activeRules(rules: readonly RememberedRule[], now: number, req: 
   return rules
     .filter((r) => r.expiresAt === undefined || r.expiresAt > now)
     .filter((r) => r.scope !== 'exact' || (r.command === req.command && r.cwd === req.cwd))
-    .map((r) => ({ name: `remembered:${r.id} (${r.scope} "${r.command}")`, pattern: new RegExp(r.pattern), action: 'allow' as const, enabled: true, source: 'remembered' as const, cwd: r.cwd, scope: r.scope }));
+    .map((r) => ({ name: `remembered:${r.id} (${r.scope} "${r.command}")`, pattern: compiled(r.pattern), action: 'allow' as const, enabled: true, source: 'remembered' as const, cwd: r.cwd, scope: r.scope }));
 }

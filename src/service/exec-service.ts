@@ -450,7 +450,7 @@ export class ExecService {
   }
 
   listRemembered(caller: Caller): RememberedRule[] {
-    return caller.visibleTeam === null ? this.deps.state.listRemembered(null) : this.deps.state.listRemembered(caller.visibleTeam);
+    return this.deps.state.listRemembered(caller.visibleTeam);
   }
 
   removeRemembered(caller: Caller, id: string): void {

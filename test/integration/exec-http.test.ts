@@ -12,6 +12,7 @@ import { DockerRunner } from '../../src/runner/docker-runner.js';
 import { ExecService } from '../../src/service/exec-service.js';
 import { MemoryStateStore } from '../../src/service/state.js';
 import { engine } from '../support/app.js';
+import { readNdjson } from '../support/ndjson.js';
 import { SANDBOX_IMAGE, TEST_RUNTIME, projectDir, silentLogger } from '../support/sandbox.js';
 
 const TOKEN = 'integration-admin-token';
@@ -54,26 +55,6 @@ afterAll(async () => {
 
 const headers = (accept?: string) => ({ authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json', ...(accept ? { accept } : {}) });
 
-async function readNdjson(res: Response, onEvent?: (e: Record<string, unknown>) => void): Promise<Record<string, unknown>[]> {
-  const events: Record<string, unknown>[] = [];
-  const reader = res.body!.getReader();
-  const dec = new TextDecoder();
-  let buf = '';
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    buf += dec.decode(value, { stream: true });
-    let i: number;
-    while ((i = buf.indexOf('\n')) >= 0) {
-      const e = JSON.parse(buf.slice(0, i)) as Record<string, unknown>;
-      buf = buf.slice(i + 1);
-      events.push(e);
-      onEvent?.(e);
-    }
-  }
-  return events;
-}
-
 describe('POST /v1/exec on a real engine', () => {
   it('streams `echo hi` from a container as NDJSON', async () => {
     const res = await fetch(`${url}/v1/exec`, { method: 'POST', headers: headers(), body: JSON.stringify({ command: 'echo hi' }) });
@@ -109,10 +90,12 @@ describe('POST /v1/exec on a real engine', () => {
     let execId = '';
     let containerId = '';
     const res = await fetch(`${url}/v1/exec`, { method: 'POST', headers: headers(), body: JSON.stringify({ command: 'echo started; sleep 60' }), signal: ac.signal });
-    await readNdjson(res, (e) => {
-      if (e.type === 'decision') execId = e.execId as string;
-      if (e.type === 'started') containerId = e.containerId as string;
-      if (e.type === 'stdout') ac.abort();
+    await readNdjson(res, {
+      onEvent: (e) => {
+        if (e.type === 'decision') execId = e.execId as string;
+        if (e.type === 'started') containerId = e.containerId as string;
+        if (e.type === 'stdout') ac.abort();
+      },
     }).catch(() => undefined);
     expect(containerId).not.toBe('');
     // Removal happens in the background; it must finish well before the command would have.

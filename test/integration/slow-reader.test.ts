@@ -1,6 +1,7 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readNdjson } from '../support/ndjson.js';
 import { SANDBOX_IMAGE, TEST_RUNTIME, projectDir } from '../support/sandbox.js';
 import { buildDist, memoryOf, startService, stopService, type ServiceProcess } from '../support/service-process.js';
 
@@ -39,26 +40,21 @@ describe('backpressure', () => {
       headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
       body: JSON.stringify({ command: `yes 0123456789abcdefghijklmnopqrstuvwxyz | head -c ${TOTAL}` }),
     });
-    const reader = res.body!.getReader();
-    const dec = new TextDecoder();
-    let buf = '';
     let bytes = 0;
     let exit: Record<string, unknown> | undefined;
     let reads = 0;
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      buf += dec.decode(value, { stream: true });
-      let i: number;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        const e = JSON.parse(buf.slice(0, i)) as { type: string; data?: string };
-        buf = buf.slice(i + 1);
-        if (e.type === 'stdout') bytes += e.data!.length;
+    await readNdjson(res, {
+      keep: false,
+      onEvent: (e) => {
+        if (e.type === 'stdout') bytes += (e.data as string).length;
         if (e.type === 'exit') exit = e;
-      }
+      },
       // A slow reader: the sandbox produces many times faster than this.
-      if (++reads % 2 === 0) await new Promise((r) => setTimeout(r, 1));
-    }
+      afterRead: async (n) => {
+        reads = n;
+        if (n % 2 === 0) await new Promise((r) => setTimeout(r, 1));
+      },
+    });
     const { peak } = memoryOf(pid);
     console.log(`slow reader: ${reads} reads; service RSS ${(baseline / 1048576).toFixed(0)} MiB at start, peak ${(peak / 1048576).toFixed(0)} MiB`);
     expect(bytes).toBe(TOTAL);
