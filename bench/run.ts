@@ -4,7 +4,9 @@
  * image in the same run. Prints a table and a JSON summary (also written to bench-results.json).
  *
  * Knobs: EXECGATE_BENCH_N (latency samples, default 200), EXECGATE_BENCH_SECONDS (per throughput cell,
- * default 10; the issue's figure uses 30), EXECGATE_BENCH_STREAM_MB (default 200).
+ * default 10; the issue's figure uses 30), EXECGATE_BENCH_STREAM_MB (default 200), EXECGATE_BENCH_CONCURRENCY (default 1,4,8), EXECGATE_BENCH_ONLY (a comma
+ * list of latency, throughput, streaming, policy: run only those while working on one figure; the table is
+ * printed only for a full run).
  */
 import { execFile, spawn } from 'node:child_process';
 import { chownSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -19,7 +21,9 @@ const N = Number(process.env.EXECGATE_BENCH_N ?? 200);
 const SECONDS = Number(process.env.EXECGATE_BENCH_SECONDS ?? 10);
 const STREAM_MB = Number(process.env.EXECGATE_BENCH_STREAM_MB ?? 200);
 const TOKEN = 'bench-token-0123456789';
-const POOL = 8;
+const POOL = Number(process.env.EXECGATE_BENCH_POOL ?? 8);
+const CONCURRENCY = (process.env.EXECGATE_BENCH_CONCURRENCY ?? '1,4,8').split(',').map(Number);
+const ONLY = new Set((process.env.EXECGATE_BENCH_ONLY ?? 'latency,throughput,streaming,policy').split(',').map((x) => x.trim()));
 
 type Stats = { p50: number; p90: number; p99: number };
 const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))]!;
@@ -119,6 +123,7 @@ async function main(): Promise<void> {
     await latencies(5, exec('cold'));
     await latencies(5, exec('pooled'));
 
+    if (ONLY.has('latency')) {
     process.stderr.write(`bench: latency, ${N} sequential requests each\n`);
     const docker = stats(await latencies(N, dockerRun));
     const cold = stats(await latencies(N, exec('cold')));
@@ -130,10 +135,12 @@ async function main(): Promise<void> {
     const pooled = stats(pooledSamples);
     const ratio = (a: Stats): Stats => ({ p50: a.p50 / docker.p50, p90: a.p90 / docker.p90, p99: a.p99 / docker.p99 });
     results.latency = { dockerRun: docker, cold, pooled, coldRatio: ratio(cold), pooledRatio: ratio(pooled) };
+    }
 
+    if (ONLY.has('throughput')) {
     process.stderr.write(`bench: throughput, ${SECONDS} s per cell\n`);
     const tput: Record<string, Record<string, number>> = {};
-    for (const c of [1, 4, 8]) {
+    for (const c of CONCURRENCY) {
       tput[`c${c}`] = {
         dockerRun: await throughput(c, SECONDS, dockerRun),
         cold: await throughput(c, SECONDS, exec('cold')),
@@ -141,7 +148,9 @@ async function main(): Promise<void> {
       };
     }
     results.throughput = tput;
+    }
 
+    if (ONLY.has('streaming')) {
     process.stderr.write(`bench: streaming ${STREAM_MB} MB\n`);
     const bytes = STREAM_MB * 1_000_000;
     const gen = `yes 0123456789abcdefghijklmnopqrstuvwxyz | head -c ${bytes}`;
@@ -173,7 +182,9 @@ async function main(): Promise<void> {
     const httpMBs = bytes / 1e6 / seconds;
     clearInterval(sampler);
     results.streaming = { mb: STREAM_MB, ndjsonBytes, dockerRunLogNoneMBs: dockerMBs, execgateMBs: httpMBs, ratio: httpMBs / dockerMBs, serviceRssStartMiB: startRss / 2 ** 20, serviceRssPeakMiB: peakRss / 2 ** 20 };
+    }
 
+    if (ONLY.has('policy')) {
     results.policy = await benchPolicy();
     const checkSeconds = 3;
     const deadline = Date.now() + checkSeconds * 1000;
@@ -188,6 +199,7 @@ async function main(): Promise<void> {
       }),
     );
     results.policyCheckHttp = { requestsPerSec: checks / checkSeconds, concurrency: 4 };
+    }
   } finally {
     const exited = new Promise((r) => proc.once('exit', r));
     proc.kill('SIGTERM');
@@ -197,6 +209,11 @@ async function main(): Promise<void> {
     rmSync(config, { force: true });
   }
 
+  writeFileSync('bench-results.json', `${JSON.stringify(results, null, 2)}\n`);
+  if (ONLY.size < 4) {
+    process.stdout.write(`${JSON.stringify(results)}\n`);
+    return;
+  }
   const l = results.latency as { dockerRun: Stats; cold: Stats; pooled: Stats; coldRatio: Stats; pooledRatio: Stats };
   const t = results.throughput as Record<string, Record<string, number>>;
   const st = results.streaming as { dockerRunLogNoneMBs: number; execgateMBs: number; ratio: number; serviceRssStartMiB: number; serviceRssPeakMiB: number };
@@ -223,7 +240,6 @@ async function main(): Promise<void> {
     `POST /v1/policy/check: ${Math.round((results.policyCheckHttp as { requestsPerSec: number }).requestsPerSec)} requests/s at concurrency 4`,
   ];
   process.stdout.write(`\n${lines.join('\n')}\n\n`);
-  writeFileSync('bench-results.json', `${JSON.stringify(results, null, 2)}\n`);
   process.stdout.write(`${JSON.stringify(results)}\n`);
 }
 
