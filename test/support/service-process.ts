@@ -1,5 +1,6 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { NODE_FLAGS } from '../../src/node-flags.js';
 
 /** The real service as a child process (`node dist/main.js serve`), for tests of the process as a whole. */
 export interface ServiceProcess {
@@ -13,7 +14,7 @@ export function buildDist(): void {
 }
 
 export async function startService(configPath: string, env: NodeJS.ProcessEnv = {}): Promise<ServiceProcess> {
-  const proc = spawn(process.execPath, ['dist/main.js', 'serve', '--config', configPath], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(process.execPath, [...NODE_FLAGS, 'dist/main.js', 'serve', '--config', configPath], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   const logs: string[] = [];
   const url = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`service did not start:\n${logs.join('')}`)), 20_000);
