@@ -13,12 +13,20 @@ import {
   ExecBodySchema,
   ExecutionsQuerySchema,
   IdParamsSchema,
+  GetFilesQuerySchema,
+  PutFilesBodySchema,
   RejectBodySchema,
   SafeModeBodySchema,
+  SessionBodySchema,
 } from './http/schemas.js';
 import { negotiate, startStream, writeEvent } from './http/streaming.js';
 import { ERROR_STATUS, ServiceError } from './service/errors.js';
-import { approvalView, type ExecEvent, type ExecService } from './service/exec-service.js';
+import { approvalView, type ExecEvent, type ExecService, type PrepareOutcome } from './service/exec-service.js';
+import { checkCollect, type StagedInput } from './service/files.js';
+import { sessionView, type Session } from './service/sessions.js';
+import { sanitizeTar } from './files/archive.js';
+import multipart from '@fastify/multipart';
+import { createReadStream } from 'node:fs';
 import type { StateStore } from './service/state.js';
 import type { Runner } from './runner/types.js';
 
@@ -50,6 +58,14 @@ function parse<S extends z.ZodType>(schema: S, value: unknown, where: 'body' | '
 
 const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
 
+function parseJsonField(text: string, field: string): unknown {
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    throw new ServiceError('invalid_request', `${field}: not valid JSON`, { fields: [{ path: field, message: 'not valid JSON' }] });
+  }
+}
+
 /**
  * Builds the HTTP app around the service. Never listens and never reads the environment: main.ts does that,
  * and tests call `app.inject`.
@@ -64,8 +80,12 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   });
 
   app.decorateRequest('caller', null as unknown as AuthedCaller);
-  // JSON only: a text/plain body is a client mistake worth a 415, not a string to validate.
+  // JSON, or files as tar / multipart: a text/plain body is a client mistake worth a 415, not a string to validate.
   app.removeContentTypeParser('text/plain');
+  // A tar body is handed to the route as the raw stream: it is checked entry by entry while it arrives, and
+  // the team's files limits (not the JSON body limit) bound it.
+  app.addContentTypeParser('application/x-tar', (_req, payload, done) => done(null, payload));
+  await app.register(multipart, { limits: { files: 1, fields: 4, fieldSize: 8 * 1024 * 1024, parts: 5, fileSize: 1 << 30 } });
 
   app.setErrorHandler((err: Error & { statusCode?: number; code?: string; validation?: unknown }, req, reply) => {
     if (err instanceof ServiceError) {
@@ -132,14 +152,64 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     return service.check(req.caller, body);
   });
 
-  app.post('/v1/exec', { config: { role: 'exec' } }, async (req, reply) => {
-    if (deps.isDraining?.()) throw new ServiceError('shutting_down', 'the service is shutting down; retry on another instance');
-    const body = parse(ExecBodySchema, req.body, 'body');
-    if (body.stdin !== undefined && body.stdinEncoding === 'base64' && !BASE64.test(body.stdin)) {
-      throw new ServiceError('invalid_request', 'stdin: not valid base64', { fields: [{ path: 'stdin', message: 'not valid base64' }] });
+  /**
+   * The body of an exec, in any of its three forms: JSON (files as a map), multipart/form-data (a `request`
+   * JSON field and a `files` tar part), or application/x-tar (the tar as the body, the request JSON in the
+   * X-Execgate-Request header). Tar input is checked entry by entry as it arrives and staged on disk.
+   */
+  async function readExec(req: FastifyRequest): Promise<{ body: z.infer<typeof ExecBodySchema>; input?: StagedInput | undefined }> {
+    const type = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+    let input: StagedInput | undefined;
+    try {
+      if (type === 'application/x-tar') {
+        const header = req.headers['x-execgate-request'];
+        if (typeof header !== 'string') throw new ServiceError('invalid_request', 'x-execgate-request: the request JSON goes in this header with a tar body', { fields: [{ path: 'x-execgate-request', message: 'required' }] });
+        const body = parse(ExecBodySchema, parseJsonField(header, 'x-execgate-request'), 'body');
+        if (body.files) throw new ServiceError('invalid_request', 'files: given both as a map and as a tar body', { fields: [{ path: 'files', message: 'given twice' }] });
+        input = await service.stageFiles(req.caller, { tar: req.body as AsyncIterable<Uint8Array> }, 'body');
+        return { body, input };
+      }
+      if (type === 'multipart/form-data') {
+        let raw: unknown;
+        for await (const part of req.parts()) {
+          if (part.type === 'file') {
+            if (part.fieldname !== 'files' || input) throw new ServiceError('invalid_request', `${part.fieldname}: one tar part named "files" is expected`, { fields: [{ path: part.fieldname, message: 'unexpected file part' }] });
+            input = await service.stageFiles(req.caller, { tar: part.file }, 'files');
+          } else if (part.fieldname === 'request') {
+            raw = parseJsonField(String(part.value), 'request');
+          } else {
+            throw new ServiceError('invalid_request', `${part.fieldname}: unexpected field (expected "request" and "files")`, { fields: [{ path: part.fieldname, message: 'unexpected field' }] });
+          }
+        }
+        if (raw === undefined) throw new ServiceError('invalid_request', 'request: the request JSON field is missing', { fields: [{ path: 'request', message: 'required' }] });
+        const body = parse(ExecBodySchema, raw, 'body');
+        if (body.files && input) throw new ServiceError('invalid_request', 'files: given both as a map and as a tar part', { fields: [{ path: 'files', message: 'given twice' }] });
+        if (body.files) input = await service.stageFiles(req.caller, { map: body.files });
+        return { body, input };
+      }
+      const body = parse(ExecBodySchema, req.body, 'body');
+      if (body.files) input = await service.stageFiles(req.caller, { map: body.files });
+      return { body, input };
+    } catch (err) {
+      service.staging.release(input);
+      throw err;
     }
-    const stdin = body.stdin === undefined ? undefined : Buffer.from(body.stdin, body.stdinEncoding === 'base64' ? 'base64' : 'utf8');
-    const outcome = service.prepare(req.caller, { command: body.command, cwd: body.cwd, env: body.env, stdin, timeoutMs: body.timeoutMs, interactive: body.interactive });
+  }
+
+  async function handleExec(req: FastifyRequest, reply: FastifyReply, session: Session | undefined): Promise<unknown> {
+    if (deps.isDraining?.()) throw new ServiceError('shutting_down', 'the service is shutting down; retry on another instance');
+    const { body, input } = await readExec(req);
+    let outcome: PrepareOutcome;
+    try {
+      if (body.stdin !== undefined && body.stdinEncoding === 'base64' && !BASE64.test(body.stdin)) {
+        throw new ServiceError('invalid_request', 'stdin: not valid base64', { fields: [{ path: 'stdin', message: 'not valid base64' }] });
+      }
+      const stdin = body.stdin === undefined ? undefined : Buffer.from(body.stdin, body.stdinEncoding === 'base64' ? 'base64' : 'utf8');
+      outcome = service.prepare(req.caller, { command: body.command, cwd: body.cwd, env: body.env, stdin, timeoutMs: body.timeoutMs, interactive: body.interactive, input, collect: body.collect, session });
+    } catch (err) {
+      service.staging.release(input);
+      throw err;
+    }
     if (!outcome.ok) {
       throw new ServiceError('policy_denied', outcome.decision.reason, { execId: outcome.execId, decision: outcome.decision });
     }
@@ -151,7 +221,14 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     if (reply.raw.destroyed || req.raw.socket.destroyed) ac.abort();
     // An allowed run waits for its team's quota slot before answering, so a full queue is a real 429.
     // (An `ask` takes its slot after approval; a full queue then ends its stream with an error event.)
-    if (outcome.prepared.decision.decision === 'allow') await service.admit(outcome.prepared, ac.signal);
+    if (outcome.prepared.decision.decision === 'allow') {
+      try {
+        await service.admit(outcome.prepared, ac.signal);
+      } catch (err) {
+        service.staging.release(outcome.prepared.input);
+        throw err;
+      }
+    }
     const events = service.run(outcome.prepared, ac.signal);
     const format = negotiate(req.headers.accept);
     if (format === 'json') return answerOnce(reply, outcome.prepared.execId, events);
@@ -169,6 +246,72 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     } finally {
       reply.raw.end();
     }
+    return undefined;
+  }
+
+  app.post('/v1/exec', { config: { role: 'exec' } }, async (req, reply) => handleExec(req, reply, undefined));
+
+  app.get('/v1/executions/:id/artifacts', { config: { role: 'any' } }, async (req, reply) => {
+    const { id } = parse(IdParamsSchema, req.params, 'params');
+    const found = service.artifacts.open(req.caller.visibleTeam, id);
+    if (!found) throw new ServiceError('artifact_not_found', `no artifacts for execution ${id} (none were collected, or they expired)`);
+    return reply
+      .type('application/x-tar')
+      .header('content-length', String(found.info.bytes))
+      .header('content-disposition', `attachment; filename="${id}.tar"`)
+      .header('x-execgate-sha256', found.info.sha256)
+      .header('cache-control', 'no-store')
+      .send(found.stream);
+  });
+
+  // Sessions: a sandbox that lives across commands. Listed and ended by anyone of the team (the dashboard
+  // uses approver tokens); created and used by exec tokens.
+  app.post('/v1/sessions', { config: { role: 'exec' } }, async (req, reply) => {
+    if (deps.isDraining?.()) throw new ServiceError('shutting_down', 'the service is shutting down; retry on another instance');
+    const body = parse(SessionBodySchema, req.body ?? {}, 'body');
+    const session = await service.sessions.create(service.team(req.caller.team), req.caller.name, body);
+    return reply.code(201).send(sessionView(session));
+  });
+  app.get('/v1/sessions', { config: { role: 'any' } }, async (req) => ({ sessions: service.sessions.list(req.caller.visibleTeam).map(sessionView) }));
+  app.get('/v1/sessions/:id', { config: { role: 'any' } }, async (req) => {
+    const { id } = parse(IdParamsSchema, req.params, 'params');
+    return sessionView(service.sessions.get(req.caller.visibleTeam, id));
+  });
+  app.delete('/v1/sessions/:id', { config: { role: 'any' } }, async (req, reply) => {
+    const { id } = parse(IdParamsSchema, req.params, 'params');
+    await service.sessions.end(service.sessions.get(req.caller.visibleTeam, id), `deleted by ${req.caller.name}`);
+    return reply.code(204).send();
+  });
+  app.post('/v1/sessions/:id/exec', { config: { role: 'exec' } }, async (req, reply) => {
+    const { id } = parse(IdParamsSchema, req.params, 'params');
+    return handleExec(req, reply, service.sessions.get(req.caller.visibleTeam, id));
+  });
+  app.put('/v1/sessions/:id/files', { config: { role: 'exec' } }, async (req, reply) => {
+    const { id } = parse(IdParamsSchema, req.params, 'params');
+    const session = service.sessions.get(req.caller.visibleTeam, id);
+    const type = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+    const input =
+      type === 'application/x-tar'
+        ? await service.stageFiles(req.caller, { tar: req.body as AsyncIterable<Uint8Array> }, 'body')
+        : await service.stageFiles(req.caller, { map: parse(PutFilesBodySchema, req.body, 'body').files });
+    try {
+      await session.handle.putArchive(createReadStream(input.path));
+    } finally {
+      service.staging.release(input);
+    }
+    return reply.code(200).send({ sessionId: id, entries: input.entries, bytes: input.bytes, sha256: input.sha256 });
+  });
+  app.get('/v1/sessions/:id/files', { config: { role: 'exec' } }, async (req, reply) => {
+    const { id } = parse(IdParamsSchema, req.params, 'params');
+    const q = parse(GetFilesQuerySchema, req.query, 'query');
+    const session = service.sessions.get(req.caller.visibleTeam, id);
+    const include = checkCollect(q.include === undefined ? undefined : Array.isArray(q.include) ? q.include : [q.include]);
+    const f = service.team(session.team).files;
+    // Checked entry by entry on the way out, never stored: a link planted in /scratch that points outside
+    // it ends the download with an error instead of being followed.
+    const { output, done } = sanitizeTar((await session.handle.getArchive()) as AsyncIterable<Buffer>, { limits: { maxBytes: f.maxArtifactBytes, maxEntries: f.maxEntries }, stripComponents: 1, include });
+    done.catch((err: unknown) => req.log.warn({ err, sessionId: id }, 'session files refused'));
+    return reply.type('application/x-tar').header('content-disposition', `attachment; filename="${id}.tar"`).header('cache-control', 'no-store').send(output);
   });
 
   app.get('/v1/approvals', { config: { role: 'approve' } }, async (req) => {

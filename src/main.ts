@@ -86,6 +86,11 @@ async function serve(argv: string[]): Promise<void> {
   await runner.configurePool(poolTemplates(config));
   const reaper = setInterval(() => {
     runner.reap().catch((err) => logger.warn({ err }, 'reaper failed'));
+    try {
+      service.artifacts.sweep();
+    } catch (err) {
+      logger.warn({ err }, 'artifact sweep failed');
+    }
   }, config.reaper.intervalMs);
   reaper.unref();
 
@@ -117,6 +122,7 @@ async function serve(argv: string[]): Promise<void> {
     }, 10_000);
     deadline.unref();
     await app.close();
+    await service.sessions.closeAll('shutdown');
     await runner.close();
     await service.notifier.idle();
     state.close();

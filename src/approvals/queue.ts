@@ -26,6 +26,12 @@ export interface ExecPlan {
   /** stdin is code for `sh`, `python3`, `node`…: the approver sees it and the plan hash covers it. */
   stdin?: { bytes: number; sha256: string; preview: string; encoding: 'utf8' | 'base64' } | undefined;
   timeoutMs?: number | undefined;
+  /** Files put into /scratch first: what the approver is shown of them, and their hash. */
+  files?: { entries: number; bytes: number; sha256: string; names: string[] } | undefined;
+  /** Glob patterns of /scratch files returned as artifacts. */
+  collect?: string[] | undefined;
+  /** The session the command runs in (its earlier commands' state is part of what runs). */
+  session?: string | undefined;
 }
 
 export interface Approval {

@@ -49,9 +49,27 @@ export interface QuotaSettings {
   cpuSecondsPerHour: number | null;
 }
 
+export interface FilesSettings {
+  scratchMb: number;
+  maxInputBytes: number;
+  maxEntries: number;
+  maxArtifactBytes: number;
+  artifactTtlMs: number;
+  maxArtifactStoreMb: number;
+}
+
+export interface SessionSettings {
+  maxSessions: number;
+  idleTimeoutMs: number;
+  maxLifetimeMs: number;
+  allowedImages: string[];
+}
+
 export interface TeamConfig {
   name: string;
   quota: QuotaSettings;
+  files: FilesSettings;
+  sessions: SessionSettings;
   policy: ExecPolicy;
   sandbox: SandboxSettings;
   ruleExamples: RuleExample[];
@@ -284,6 +302,8 @@ function resolveTeam(name: string, s: ResolvedAgentSettings, baseDir: string, pr
   return {
     name,
     quota: s.quota,
+    files: s.files,
+    sessions: s.sessions,
     policy: {
       securityMode: s.security.mode,
       toolMode: exec.mode,

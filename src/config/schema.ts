@@ -88,12 +88,36 @@ const QuotaInputSchema = z
   .strict()
   .partial();
 
+const FilesInputSchema = z
+  .object({
+    scratchMb: z.number().int().min(1).max(1 << 16).describe('Size of /scratch, the per-execution (or per-session) writable directory that input files go to; memory-backed, so it counts against the host'),
+    maxInputBytes: z.number().int().min(1).max(1 << 30).describe('Sum of the sizes of the files sent with one request'),
+    maxEntries: z.number().int().min(1).max(1_000_000).describe('Entries (files, directories, links) in one archive, in or out'),
+    maxArtifactBytes: z.number().int().min(1).describe('Sum of the sizes of the files one execution may collect'),
+    artifactTtlMs: z.number().int().min(1000).describe('How long collected artifacts are kept for download'),
+    maxArtifactStoreMb: z.number().int().min(1).describe('Artifacts kept per team; the oldest are removed first to make room'),
+  })
+  .strict()
+  .partial();
+
+const SessionsInputSchema = z
+  .object({
+    maxSessions: z.number().int().min(0).max(1024).describe('Sessions of the team alive at once; 0 turns sessions off'),
+    idleTimeoutMs: z.number().int().min(1000).describe('A session without a command for this long is ended'),
+    maxLifetimeMs: z.number().int().min(1000).describe('A session is ended this long after it started, busy or not'),
+    allowedImages: z.array(z.string().min(1)).describe('Images a session may ask for besides sandbox.image'),
+  })
+  .strict()
+  .partial();
+
 export const AgentSettingsInputSchema = z
   .object({
     security: z.object({ mode: SecurityModeSchema }).strict().partial(),
     quota: QuotaInputSchema,
     toolPolicies: z.object({ exec: ExecToolPolicyInputSchema }).strict().partial(),
     sandbox: SandboxInputSchema,
+    files: FilesInputSchema,
+    sessions: SessionsInputSchema,
   })
   .strict()
   .partial();
@@ -105,6 +129,8 @@ export const ResolvedAgentSettingsSchema = z.object({
   quota: QuotaInputSchema.required(),
   toolPolicies: z.object({ exec: ExecToolPolicyInputSchema.required() }),
   sandbox: SandboxInputSchema.required().extend({ pool: PoolSchema }),
+  files: FilesInputSchema.required(),
+  sessions: SessionsInputSchema.required(),
 });
 export type ResolvedAgentSettings = z.infer<typeof ResolvedAgentSettingsSchema>;
 
@@ -208,4 +234,13 @@ export const BUILTIN_AGENT_DEFAULTS = {
     user: 'auto',
     pool: { size: 2, maxIdleMs: 600_000 },
   },
+  files: {
+    scratchMb: 256,
+    maxInputBytes: 64 * 1024 * 1024,
+    maxEntries: 10_000,
+    maxArtifactBytes: 256 * 1024 * 1024,
+    artifactTtlMs: 3_600_000,
+    maxArtifactStoreMb: 2048,
+  },
+  sessions: { maxSessions: 4, idleTimeoutMs: 600_000, maxLifetimeMs: 4 * 3_600_000, allowedImages: [] },
 } as const satisfies AgentSettingsInput;

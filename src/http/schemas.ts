@@ -2,6 +2,42 @@ import { z } from 'zod';
 
 const noNul = (s: string) => !s.includes('\0');
 
+/** Relative path → UTF-8 text, or { data, encoding: base64, mode }. Paths and sizes are checked when packed. */
+export const FilesSchema = z
+  .record(
+    z.string().min(1).max(4096),
+    z.union([
+      z.string(),
+      z
+        .object({
+          data: z.string(),
+          encoding: z.enum(['utf8', 'base64']).optional(),
+          mode: z.number().int().min(0).max(0o7777).optional(),
+        })
+        .strict(),
+    ]),
+  )
+  .refine((m) => Object.keys(m).length > 0, 'at least one file');
+
+export const SessionBodySchema = z
+  .object({
+    image: z.string().min(1).max(512).optional().describe('sandbox.image of the team, or one of its sessions.allowedImages'),
+    memoryMb: z.number().int().positive().optional(),
+    cpus: z.number().positive().optional(),
+    pidsLimit: z.number().int().positive().optional(),
+    idleTimeoutMs: z.number().int().positive().optional(),
+    maxLifetimeMs: z.number().int().positive().optional(),
+  })
+  .strict();
+
+export const PutFilesBodySchema = z.object({ files: FilesSchema }).strict();
+
+export const GetFilesQuerySchema = z
+  .object({
+    include: z.union([z.string(), z.array(z.string())]).optional().describe('Globs relative to /scratch; default: everything'),
+  })
+  .strict();
+
 export const ExecBodySchema = z
   .object({
     command: z.string().max(65_536).describe('The shell command, run with /bin/sh -c after the policy allows it (over 16 KiB it is denied)'),
@@ -14,6 +50,8 @@ export const ExecBodySchema = z
     stdinEncoding: z.enum(['utf8', 'base64']).default('utf8'),
     timeoutMs: z.number().int().positive().optional().describe('Capped by the team\'s sandbox.timeoutMs'),
     interactive: z.boolean().optional().describe('false: nobody can approve, so `ask` becomes a deny'),
+    files: FilesSchema.optional().describe('Files written into /scratch before the command runs; the command then runs in /scratch unless cwd says otherwise'),
+    collect: z.array(z.string().max(1024)).max(64).optional().describe('Globs of /scratch files returned after the command as an `artifact` event with a download URL'),
   })
   .strict();
 

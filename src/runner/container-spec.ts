@@ -1,5 +1,5 @@
 import type { ContainerCreateOptions } from 'dockerode';
-import type { RunSpec } from './types.js';
+import { SCRATCH_DIR, type RunSpec } from './types.js';
 
 export const LABEL_MANAGED = 'io.execgate.managed';
 export const LABEL_INSTANCE = 'io.execgate.instance';
@@ -67,15 +67,42 @@ export function containerSpec(spec: RunSpec, instance: string, now: number, netw
       OomScoreAdj: 500,
       // Output travels through the attach stream only: nothing is written to the host's log files.
       LogConfig: { Type: 'none', Config: {} },
-      Mounts: spec.mounts.map((m) => ({
-        Type: 'bind' as const,
-        Source: m.path,
-        Target: m.path,
-        ReadOnly: m.readOnly,
-        BindOptions: { Propagation: 'rprivate' as const },
-      })),
+      Mounts: [
+        ...spec.mounts.map((m) => ({
+          Type: 'bind' as const,
+          Source: m.path,
+          Target: m.path,
+          ReadOnly: m.readOnly,
+          BindOptions: { Propagation: 'rprivate' as const },
+        })),
+        ...(spec.scratch ? [scratchMount(spec.scratch.sizeMb, s.user)] : []),
+      ],
       AutoRemove: false,
       RestartPolicy: { Name: '', MaximumRetryCount: 0 },
+    },
+  };
+}
+
+/**
+ * /scratch: where input files go and artifacts come from. The root filesystem is read-only, and Docker's
+ * archive API cannot write into a HostConfig.Tmpfs mount (runc mounts that inside the container's mount
+ * namespace, where dockerd's archive code does not look). A volume is mounted by dockerd itself, so the
+ * archive API sees it. This one is anonymous (removed with the container, `v: true`) and memory-backed by the
+ * local driver's tmpfs option, so it is size-limited like /tmp and nothing of it touches the host's disk.
+ * A tmpfs volume lives only while the container runs, which is why files are put in and taken out while the
+ * sandbox's shell is waiting (see warm.ts), never before start or after exit. Owned by the sandbox user.
+ */
+export function scratchMount(sizeMb: number, user: string): NonNullable<NonNullable<ContainerCreateOptions['HostConfig']>['Mounts']>[number] {
+  const [uid, gid = uid] = user.split(':');
+  return {
+    Type: 'volume',
+    Source: '', // anonymous
+    Target: SCRATCH_DIR,
+    ReadOnly: false,
+    VolumeOptions: {
+      NoCopy: true,
+      Labels: { [LABEL_MANAGED]: 'true' },
+      DriverConfig: { Name: 'local', Options: { type: 'tmpfs', device: 'tmpfs', o: `size=${sizeMb}m,uid=${uid},gid=${gid},mode=0700,nosuid,nodev` } },
     },
   };
 }

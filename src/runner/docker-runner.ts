@@ -2,13 +2,15 @@ import Docker from 'dockerode';
 import type { Logger } from 'pino';
 import { LABEL_DEADLINE, LABEL_EXEC, LABEL_INSTANCE, LABEL_MANAGED, LABEL_TEAM, containerSpec, teamNetworkName } from './container-spec.js';
 import { randomBytes } from 'node:crypto';
-import { realpathSync, statSync } from 'node:fs';
+import { createReadStream, realpathSync, statSync } from 'node:fs';
 import type { SandboxSettings } from '../config/load.js';
 import type { AllowedPath } from '../policy/types.js';
 import { demuxDockerStream } from './demux.js';
 import { WarmPool, type WarmContainer } from './pool.js';
 import { BOOTSTRAP, MarkerScanner, encodeLine, warmScript } from './warm.js';
-import type { ReadyState, RunEvent, RunResult, RunSpec, Runner } from './types.js';
+import { ArchiveError } from '../files/archive.js';
+import { DockerSession, SESSION_BOOTSTRAP, type SessionHandle } from './session.js';
+import { SCRATCH_DIR, type ReadyState, type RunEvent, type RunResult, type RunSpec, type Runner, type SessionSpec } from './types.js';
 
 export interface DockerRunnerOptions {
   /** Names this service instance in container labels; stable across restarts so a restart reaps its orphans. */
@@ -201,7 +203,13 @@ export class DockerRunner implements Runner {
       let scanners: Record<'stdout' | 'stderr', MarkerScanner> | undefined;
       // The warm protocol sends the script as one octal-escaped line read byte by byte: big ones go cold.
       const small = spec.command.length + JSON.stringify(spec.env).length < 32 * 1024;
-      const warm = small ? this.pool.take(poolKey(spec.team, spec.sandbox, spec.mounts, network, imageId)) : undefined;
+      // A run with files gets a fresh container with a /scratch of its own: never a pooled one.
+      const warm = small && !spec.scratch ? this.pool.take(poolKey(spec.team, spec.sandbox, spec.mounts, network, imageId)) : undefined;
+      const sendScript = (nonce: string) => {
+        stream.write(encodeLine(warmScript(spec, nonce, spec.scratch?.collect !== undefined)));
+        if (spec.stdin !== undefined) stream.end(spec.stdin);
+        else stream.end();
+      };
       if (warm) {
         // Warm path: the container is running and waiting for this one command.
         container = this.docker.getContainer(warm.id);
@@ -210,9 +218,22 @@ export class DockerRunner implements Runner {
         waited = warm.waited;
         const nonce = randomBytes(16).toString('hex');
         scanners = { stdout: new MarkerScanner(nonce), stderr: new MarkerScanner(nonce) };
-        stream.write(encodeLine(warmScript(spec, nonce)));
-        if (spec.stdin !== undefined) stream.end(spec.stdin);
-        else stream.end();
+        sendScript(nonce);
+      } else if (spec.scratch) {
+        // Files path: start the bootstrap shell, put the files into /scratch while it waits (a tmpfs volume
+        // exists only while the container runs), then send the command the warm way.
+        if (!small) throw Object.assign(new Error('a command with files must be under 32 KiB with its env'), { code: 'command_too_large' });
+        checkMounts(spec.mounts);
+        const bootSpec: RunSpec = { ...spec, command: BOOTSTRAP, stdin: Buffer.alloc(0) };
+        container = await this.docker.createContainer(containerSpec(bootSpec, this.instance, this.now(), network, imageId));
+        stream = (await container.attach({ stream: true, stdout: true, stderr: true, stdin: true, hijack: true })) as NodeJS.ReadWriteStream;
+        stream.on('error', (err) => this.log.debug({ err, execId: spec.execId }, 'sandbox stream error'));
+        await container.start();
+        waited = waitFor(container);
+        if (spec.scratch.input) await container.putArchive(createReadStream(spec.scratch.input) as unknown as Buffer, { path: SCRATCH_DIR, noOverwriteDirNonDir: 'true' });
+        const nonce = randomBytes(16).toString('hex');
+        scanners = { stdout: new MarkerScanner(nonce), stderr: new MarkerScanner(nonce) };
+        sendScript(nonce);
       } else {
         checkMounts(spec.mounts);
         try {
@@ -264,6 +285,16 @@ export class DockerRunner implements Runner {
         if (result.exitCode === 137 && !result.timedOut && !result.truncated && !signal.aborted) {
           result.oomKilled = (await container.inspect()).State.OOMKilled === true;
         }
+        if (spec.scratch?.collect && !result.timedOut && !signal.aborted) {
+          // The shell has stopped itself after the markers: /scratch is still mounted. The time-out still runs.
+          try {
+            const tar = (await container.getArchive({ path: SCRATCH_DIR })) as NodeJS.ReadableStream;
+            result.collected = await spec.scratch.collect(tar);
+          } catch (err) {
+            const e = err as Error & { code?: string; entry?: string };
+            result.collectError = { code: err instanceof ArchiveError ? e.code! : result.timedOut ? 'timed_out' : 'collect_failed', message: e.message, entry: e.entry };
+          }
+        }
         return finish();
       }
       if (scanners) for (const which of ['stdout', 'stderr'] as const) yield* emit(which, scanners[which].flush());
@@ -288,6 +319,51 @@ export class DockerRunner implements Runner {
       signal.removeEventListener('abort', onAbort);
       if (container) this.removeInBackground(container, spec.execId, killing, poolLabel);
       else this.activeExecs.delete(spec.execId);
+    }
+  }
+
+  /**
+   * Starts a session sandbox: the one-shot container settings plus /scratch, running the session shell. Its
+   * exec label is the session id, so the reaper spares it while it is open, and its deadline label is the
+   * session's maximum lifetime, so any instance reaps it after that.
+   */
+  async openSession(spec: SessionSpec): Promise<SessionHandle> {
+    const network = spec.sandbox.network === 'team' ? await this.teamNetwork(spec.team) : spec.sandbox.network;
+    const imageId = await this.imageId(spec.sandbox.image);
+    checkMounts(spec.mounts);
+    const runSpec: RunSpec = {
+      execId: spec.sessionId,
+      team: spec.team,
+      command: SESSION_BOOTSTRAP,
+      cwd: SCRATCH_DIR,
+      env: {},
+      stdin: Buffer.alloc(0),
+      mounts: spec.mounts,
+      sandbox: spec.sandbox,
+      timeoutMs: spec.lifetimeMs,
+      scratch: { sizeMb: spec.scratchMb },
+    };
+    this.activeExecs.add(spec.sessionId);
+    let container: Docker.Container | undefined;
+    try {
+      container = await this.docker.createContainer(containerSpec(runSpec, this.instance, this.now(), network, imageId));
+      const stream = (await container.attach({ stream: true, stdout: true, stderr: true, stdin: true, hijack: true })) as NodeJS.ReadWriteStream;
+      await container.start();
+      const c = container;
+      let closing: Promise<void> | undefined;
+      return new DockerSession(c, spec.sandbox.image, imageId, stream, spec.sandbox.user, this.log.child({ sessionId: spec.sessionId }), () => {
+        closing ??= new Promise<void>((resolve) => {
+          this.removeInBackground(c, spec.sessionId, undefined);
+          // removeInBackground drops the session id from activeExecs when done; wait for that.
+          const check = () => (this.activeExecs.has(spec.sessionId) ? setTimeout(check, 20) : resolve());
+          check();
+        });
+        return closing;
+      });
+    } catch (err) {
+      if (container) this.removeInBackground(container, spec.sessionId, undefined);
+      else this.activeExecs.delete(spec.sessionId);
+      throw err;
     }
   }
 

@@ -1,5 +1,16 @@
 import type { SandboxSettings } from '../config/load.js';
 import type { AllowedPath } from '../policy/types.js';
+import type { SessionHandle } from './session.js';
+
+export interface SessionSpec {
+  sessionId: string;
+  team: string;
+  mounts: readonly AllowedPath[];
+  sandbox: SandboxSettings;
+  scratchMb: number;
+  /** The reaper's deadline for the container: the session's maximum lifetime. */
+  lifetimeMs: number;
+}
 
 export interface RunSpec {
   execId: string;
@@ -13,6 +24,22 @@ export interface RunSpec {
   sandbox: SandboxSettings;
   /** Effective limit for this run (already capped by the team's sandbox.timeoutMs). */
   timeoutMs: number;
+  /** Files in and out: the run gets a fresh /scratch of its own (see ScratchSpec). */
+  scratch?: ScratchSpec | undefined;
+}
+
+/** Where input files go and artifacts come from, inside the sandbox. */
+export const SCRATCH_DIR = '/scratch';
+
+export interface ScratchSpec {
+  sizeMb: number;
+  /** Host path of a tar archive (already checked) extracted into /scratch before the command runs. */
+  input?: string | undefined;
+  /**
+   * Called after the command exits with Docker's tar stream of /scratch (entries prefixed `scratch/`); the
+   * sink checks, filters and stores it. Its answer is returned as RunResult.collected.
+   */
+  collect?: ((tar: NodeJS.ReadableStream) => Promise<unknown>) | undefined;
 }
 
 export type RunEvent =
@@ -27,6 +54,9 @@ export interface RunResult {
   truncated: boolean;
   /** Set when the run could not complete for a reason other than the command itself. */
   error?: { code: string; message: string } | undefined;
+  /** What ScratchSpec.collect answered, or why collecting failed (the command's own result stands). */
+  collected?: unknown;
+  collectError?: { code: string; message: string; entry?: string | undefined } | undefined;
 }
 
 export interface ReadyState {
@@ -47,6 +77,8 @@ export interface Runner {
   /** Removes leftovers: containers of this instance not running a request, and any past their deadline. */
   reap(): Promise<number>;
   close(): Promise<void>;
+  /** A long-lived sandbox for several commands (sessions). */
+  openSession?(spec: SessionSpec): Promise<SessionHandle>;
   /** Warm containers waiting, per team (runners without a pool: none). */
   poolIdle?(): Record<string, number>;
 }

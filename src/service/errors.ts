@@ -4,6 +4,7 @@
  */
 export const ERROR_STATUS = {
   invalid_request: 400,
+  invalid_files: 400,
   unauthorized: 401,
   forbidden: 403,
   policy_denied: 403,
@@ -16,7 +17,11 @@ export const ERROR_STATUS = {
   execution_not_found: 404,
   rule_not_found: 404,
   team_not_found: 404,
+  session_not_found: 404,
+  artifact_not_found: 404,
   approval_already_resolved: 409,
+  session_busy: 409,
+  session_limit: 429,
   remember_refused: 422,
   payload_too_large: 413,
   unsupported_media_type: 415,

@@ -1,14 +1,20 @@
 import { isUtf8 } from 'node:buffer';
 import { createHash, randomUUID } from 'node:crypto';
 import { realpathSync, statSync } from 'node:fs';
-import { isAbsolute, resolve } from 'node:path';
+import { createReadStream } from 'node:fs';
+import { isAbsolute, join, posix, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import type { AppConfig, TeamConfig } from '../config/load.js';
 import { ApprovalQueue, type Approval, type Clock, type ExecPlan } from '../approvals/queue.js';
 import { activeRules, rememberPatterns, type RememberScope, type RememberedRule } from '../approvals/remember.js';
 import { runsArbitraryCode, type PolicyEngine } from '../policy/index.js';
 import type { Decision } from '../policy/types.js';
-import type { RunResult, Runner } from '../runner/types.js';
+import { SCRATCH_DIR, type RunEvent, type RunResult, type Runner } from '../runner/types.js';
+import { ArtifactStore, type ArtifactInfo } from '../files/artifacts.js';
+import { sanitizeTar, ArchiveError } from '../files/archive.js';
+import { InputStaging, checkCollect, type StagedInput } from './files.js';
+import { SessionManager, type Session } from './sessions.js';
+import { SESSION_STDIN_MAX } from '../runner/session.js';
 import { dangerousEnvName } from './env.js';
 import { ServiceError } from './errors.js';
 import { EventHub } from './events.js';
@@ -33,7 +39,17 @@ export interface ExecRequest {
   stdin?: Buffer | undefined;
   timeoutMs?: number | undefined;
   interactive?: boolean | undefined;
+  /** Files to put into /scratch first (staged by `stageFiles`). */
+  input?: StagedInput | undefined;
+  /** Globs of /scratch files to return as artifacts after the command. */
+  collect?: string[] | undefined;
+  /** Run in this session's sandbox instead of a fresh one. */
+  session?: Session | undefined;
 }
+
+export type ArtifactEvent =
+  | { type: 'artifact'; execId: string; url: string; bytes: number; files: number; names: string[]; sha256: string; expiresAt: string }
+  | { type: 'artifact'; execId: string; error: { code: string; message: string; entry?: string | undefined } };
 
 export type ExecEvent =
   | { type: 'decision'; execId: string; decision: 'allow' | 'ask'; explanation: Decision }
@@ -42,6 +58,7 @@ export type ExecEvent =
   | { type: 'rejected'; reason: string; by: string }
   | { type: 'started'; containerId: string; image: string }
   | { type: 'stdout' | 'stderr'; data: string; encoding?: 'base64' }
+  | ArtifactEvent
   | { type: 'exit'; exitCode: number | null; durationMs: number; timedOut: boolean; oomKilled: boolean; truncated: boolean }
   | { type: 'error'; code: string; message: string };
 
@@ -56,6 +73,9 @@ export interface PreparedExec {
   stdin?: Buffer | undefined;
   timeoutMs: number;
   interactive: boolean;
+  input?: StagedInput | undefined;
+  collect?: string[] | undefined;
+  session?: Session | undefined;
   /** Set once the execution holds a quota slot. */
   release?: (() => void) | undefined;
 }
@@ -76,7 +96,19 @@ export interface ExecServiceDeps {
 export function planHash(plan: ExecPlan): string {
   const env = Object.fromEntries(Object.entries(plan.env).sort(([a], [b]) => (a < b ? -1 : 1)));
   return createHash('sha256')
-    .update(JSON.stringify({ team: plan.team, command: plan.command, cwd: plan.cwd, env, stdin: plan.stdin?.sha256 ?? null, timeoutMs: plan.timeoutMs ?? null }))
+    .update(
+      JSON.stringify({
+        team: plan.team,
+        command: plan.command,
+        cwd: plan.cwd,
+        env,
+        stdin: plan.stdin?.sha256 ?? null,
+        timeoutMs: plan.timeoutMs ?? null,
+        files: plan.files?.sha256 ?? null,
+        collect: plan.collect ?? null,
+        session: plan.session ?? null,
+      }),
+    )
     .digest('hex');
 }
 
@@ -108,9 +140,16 @@ export class ExecService {
   readonly metrics: Metrics;
   private readonly quotas = new Map<string, TeamQuota>();
   private readonly log: Logger;
+  readonly artifacts: ArtifactStore;
+  readonly staging: InputStaging;
+  readonly sessions: SessionManager;
 
   constructor(private readonly deps: ExecServiceDeps) {
     this.log = deps.logger.child({ component: 'exec' });
+    const storeDir = deps.config().store.path;
+    this.artifacts = new ArtifactStore(join(storeDir, 'artifacts'), () => deps.clock.now());
+    this.staging = new InputStaging(join(storeDir, 'inputs'));
+    this.sessions = new SessionManager({ runner: deps.runner, clock: deps.clock, logger: deps.logger.child({ component: 'sessions' }), publish: (team, e) => this.events.publish(team, e) });
     this.metrics = deps.metrics ?? new Metrics();
     this.metrics.sources = {
       approvalsPending: () => {
@@ -185,17 +224,38 @@ export class ExecService {
     return real;
   }
 
-  check(caller: Caller, req: { command: string; cwd?: string | undefined; interactive?: boolean | undefined }): Decision {
+  check(caller: Caller, req: { command: string; cwd?: string | undefined; interactive?: boolean | undefined; scratch?: boolean | undefined }): Decision {
     const team = this.team(caller.team);
-    const cwd = this.resolveCwd(team, req.cwd);
-    return this.decide(team, req.command, cwd, req.interactive);
+    const scratch = req.scratch === true;
+    const cwd = this.cwdFor(team, req.cwd, scratch);
+    return this.decide(team, req.command, cwd, req.interactive, scratch);
   }
 
-  private decide(team: TeamConfig, command: string, cwd: string, interactive: boolean | undefined): Decision {
+  /**
+   * With files, collect or a session the run has /scratch, the default cwd: a path inside the sandbox only,
+   * normalised lexically (it does not exist on the host). Anything else is a host path, resolved.
+   */
+  private cwdFor(team: TeamConfig, cwd: string | undefined, scratch: boolean): string {
+    if (scratch) {
+      if (cwd === undefined || cwd === '') return SCRATCH_DIR;
+      const abs = posix.resolve(SCRATCH_DIR, cwd);
+      if (abs === SCRATCH_DIR || abs.startsWith(`${SCRATCH_DIR}/`)) return abs;
+    }
+    return this.resolveCwd(team, cwd);
+  }
+
+  private decide(team: TeamConfig, command: string, cwd: string, interactive: boolean | undefined, scratch = false): Decision {
+    // /scratch is read-write for this run only, and lives inside the sandbox: the policy may let commands use it.
+    const policy = scratch ? { ...team.policy, allowedPaths: [...team.policy.allowedPaths, { path: SCRATCH_DIR, readOnly: false }] } : team.policy;
     return this.deps.engine.decide(
       { command, cwd, interactive, safeMode: this.safeMode(team.name), rememberedRules: activeRules(this.deps.state.listRemembered(team.name), this.deps.clock.now(), { command, cwd }) },
-      team.policy,
+      policy,
     );
+  }
+
+  /** Checks and stages input files for a later prepare(); 400 naming the entry when refused. */
+  stageFiles(caller: Caller, source: Parameters<InputStaging['stage']>[1], field = 'files'): Promise<StagedInput> {
+    return this.staging.stage(this.team(caller.team), source, field);
   }
 
   prepare(caller: Caller, req: ExecRequest): PrepareOutcome {
@@ -205,11 +265,17 @@ export class ExecService {
       const why = dangerousEnvName(name);
       if (why) throw new ServiceError('invalid_request', `env.${name}: ${why}`, { fields: [{ path: `env.${name}`, message: why }] });
     }
-    const cwd = this.resolveCwd(team, req.cwd);
+    const collect = checkCollect(req.collect);
+    if (req.session && req.stdin && req.stdin.length > SESSION_STDIN_MAX) {
+      throw new ServiceError('invalid_request', `stdin: at most ${SESSION_STDIN_MAX} bytes in a session`, { fields: [{ path: 'stdin', message: `at most ${SESSION_STDIN_MAX} bytes in a session` }] });
+    }
+    const scratch = req.input !== undefined || collect !== undefined || req.session !== undefined;
+    const cwd = this.cwdFor(team, req.cwd, scratch);
     const execId = `ex_${randomUUID()}`;
-    const decision = this.decide(team, req.command, cwd, req.interactive);
+    const decision = this.decide(team, req.command, cwd, req.interactive, scratch);
     const timeoutMs = Math.min(req.timeoutMs ?? team.sandbox.timeoutMs, team.sandbox.timeoutMs);
-    const plan: ExecPlan = { team: team.name, command: req.command, cwd, env, stdin: describeStdin(req.stdin), timeoutMs };
+    const files = req.input ? { entries: req.input.entries, bytes: req.input.bytes, sha256: req.input.sha256, names: req.input.names } : undefined;
+    const plan: ExecPlan = { team: team.name, command: req.command, cwd, env, stdin: describeStdin(req.stdin), timeoutMs, files, collect, session: req.session?.id };
     const record: ExecutionRecord = {
       id: execId,
       team: team.name,
@@ -234,6 +300,9 @@ export class ExecService {
         network: team.sandbox.network,
         user: team.sandbox.user,
       },
+      ...(files ? { files: { entries: files.entries, bytes: files.bytes, sha256: files.sha256 } } : {}),
+      ...(collect ? { collect } : {}),
+      ...(req.session ? { sessionId: req.session.id, containerId: req.session.handle.containerId } : {}),
     };
     this.deps.state.putExecution(record);
     if (decision.decision === 'deny') {
@@ -241,11 +310,12 @@ export class ExecService {
       this.metrics.executions.inc({ team: team.name, decision: 'deny', status: 'denied' });
       this.deps.state.appendAudit('execution', team.name, auditView(record));
       this.events.publish(team.name, { type: 'execution_denied', execution: record });
+      this.staging.release(req.input);
       return { ok: false, execId, decision };
     }
     return {
       ok: true,
-      prepared: { execId, caller, team, plan, planHash: planHash(plan), decision, stdin: req.stdin, timeoutMs, interactive: req.interactive !== false },
+      prepared: { execId, caller, team, plan, planHash: planHash(plan), decision, stdin: req.stdin, timeoutMs, interactive: req.interactive !== false, input: req.input, collect, session: req.session },
     };
   }
 
@@ -278,6 +348,7 @@ export class ExecService {
       yield* this.runSteps(p, signal);
     } finally {
       p.release?.();
+      this.staging.release(p.input);
     }
   }
 
@@ -317,7 +388,8 @@ export class ExecService {
       } catch {
         current = undefined;
       }
-      const recheck = current ? this.decide(current, p.plan.command, p.plan.cwd, p.interactive) : undefined;
+      const scratch = p.input !== undefined || p.collect !== undefined || p.session !== undefined;
+      const recheck = current ? this.decide(current, p.plan.command, p.plan.cwd, p.interactive, scratch) : undefined;
       if (!current || !recheck || recheck.decision === 'deny' || planHash(p.plan) !== approval.planHash) {
         this.finishRecord(p, { status: 'rejected', rejectedReason: 'policy_changed', approvedBy: r.by });
         yield { type: 'rejected', reason: 'policy_changed', by: 'system' };
@@ -346,10 +418,35 @@ export class ExecService {
     }
 
     this.events.publish(p.team.name, { type: 'execution_started', execution: this.deps.state.getExecution(p.execId) });
-    const gen = this.deps.runner.run(
-      { execId: p.execId, team: p.team.name, command: p.plan.command, cwd: p.plan.cwd, env: p.plan.env, stdin: p.stdin, mounts: p.team.policy.allowedPaths, sandbox: p.team.sandbox, timeoutMs: p.timeoutMs },
-      signal,
-    );
+    const collect = p.collect ? (tar: NodeJS.ReadableStream) => this.collectArtifacts(p, tar) : undefined;
+    let endSession: (() => void) | undefined;
+    if (p.session) {
+      try {
+        endSession = this.sessions.begin(this.sessions.get(p.caller.visibleTeam, p.session.id));
+      } catch (err) {
+        const e = err as ServiceError;
+        this.finishRecord(p, { status: 'failed', error: e.code });
+        yield { type: 'error', code: e.code, message: e.message };
+        return;
+      }
+    }
+    const gen = p.session
+      ? this.runInSession(p.session, p, signal, collect)
+      : this.deps.runner.run(
+          {
+            execId: p.execId,
+            team: p.team.name,
+            command: p.plan.command,
+            cwd: p.plan.cwd,
+            env: p.plan.env,
+            stdin: p.stdin,
+            mounts: p.team.policy.allowedPaths,
+            sandbox: p.team.sandbox,
+            timeoutMs: p.timeoutMs,
+            scratch: p.input || p.collect ? { sizeMb: p.team.files.scratchMb, input: p.input?.path, collect } : undefined,
+          },
+          signal,
+        );
     const enc = { stdout: new OutputEncoder(), stderr: new OutputEncoder() };
     let bytesOut = 0;
     let result: RunResult | undefined;
@@ -374,9 +471,18 @@ export class ExecService {
       // Reached on normal end and when the consumer stops early: the runner's own finally removes the container.
       if (!result) await gen.return(undefined as never).catch(() => undefined);
       this.metrics.containersRunning.dec({ team: p.team.name });
+      endSession?.();
     }
     this.quota(p.team.name).charge(p.team.sandbox.cpus, result.durationMs);
     for (const s of ['stdout', 'stderr'] as const) for (const c of enc[s].flush()) yield { type: s, ...c };
+    if (result.collected) {
+      const a = result.collected as ArtifactInfo;
+      this.deps.state.updateExecution(p.execId, { artifacts: { bytes: a.bytes, files: a.files, sha256: a.sha256, expiresAt: a.expiresAt } });
+      yield { type: 'artifact', execId: p.execId, url: `/v1/executions/${p.execId}/artifacts`, bytes: a.bytes, files: a.files, names: a.names, sha256: a.sha256, expiresAt: new Date(a.expiresAt).toISOString() };
+    } else if (result.collectError) {
+      this.deps.state.updateExecution(p.execId, { artifactError: `${result.collectError.code}: ${result.collectError.message}` });
+      yield { type: 'artifact', execId: p.execId, error: result.collectError };
+    }
 
     const fields = { exitCode: result.exitCode, durationMs: result.durationMs, timedOut: result.timedOut, oomKilled: result.oomKilled, truncated: result.truncated, bytesOut };
     if (result.error) {
@@ -390,6 +496,35 @@ export class ExecService {
     this.finishRecord(p, { ...fields, status: 'finished' });
     log.info({ decision: p.decision.decision, exitCode: result.exitCode, durationMs: result.durationMs, timedOut: result.timedOut, truncated: result.truncated, oomKilled: result.oomKilled, bytesOut }, 'exec finished');
     yield { type: 'exit', exitCode: result.exitCode, durationMs: result.durationMs, timedOut: result.timedOut, oomKilled: result.oomKilled, truncated: result.truncated };
+  }
+
+  /** Checks Docker's tar of /scratch entry by entry, keeps the files `collect` asks for, and stores them. */
+  private collectArtifacts(p: PreparedExec, tar: NodeJS.ReadableStream): Promise<ArtifactInfo> {
+    const f = p.team.files;
+    const { output, done } = sanitizeTar(tar as AsyncIterable<Buffer>, { limits: { maxBytes: f.maxArtifactBytes, maxEntries: f.maxEntries }, stripComponents: 1, include: p.collect });
+    return this.artifacts.save(p.team.name, p.execId, output, done, { ttlMs: f.artifactTtlMs, maxStoreBytes: f.maxArtifactStoreMb * 1024 * 1024 });
+  }
+
+  /** A command in a session: files in first, then the command, then artifacts out, as a one-shot run does. */
+  private async *runInSession(session: Session, p: PreparedExec, signal: AbortSignal, collect: ((tar: NodeJS.ReadableStream) => Promise<unknown>) | undefined): AsyncGenerator<RunEvent, RunResult, void> {
+    const t0 = this.deps.clock.now();
+    if (p.input) {
+      try {
+        await session.handle.putArchive(createReadStream(p.input.path));
+      } catch (err) {
+        return { exitCode: null, durationMs: this.deps.clock.now() - t0, timedOut: false, oomKilled: false, truncated: false, error: { code: 'runner_failed', message: `could not put the files into the session: ${(err as Error).message}` } };
+      }
+    }
+    const result = yield* session.handle.run({ command: p.plan.command, cwd: p.plan.cwd, env: p.plan.env, stdin: p.stdin, timeoutMs: p.timeoutMs, maxOutputBytes: session.sandbox.maxOutputBytes }, signal);
+    if (collect && !result.error && !result.timedOut && !signal.aborted) {
+      try {
+        result.collected = await collect(await session.handle.getArchive());
+      } catch (err) {
+        const e = err as Error & { code?: string; entry?: string };
+        result.collectError = { code: err instanceof ArchiveError ? e.code! : 'collect_failed', message: e.message, entry: e.entry };
+      }
+    }
+    return result;
   }
 
   private finishRecord(p: PreparedExec, fields: Partial<ExecutionRecord>): void {

@@ -34,6 +34,13 @@ export interface ExecutionRecord {
   truncated?: boolean;
   bytesOut?: number;
   error?: string;
+  /** Input files put into /scratch (counts and hash, not content). */
+  files?: { entries: number; bytes: number; sha256: string };
+  collect?: string[];
+  sessionId?: string;
+  artifacts?: { bytes: number; files: number; sha256: string; expiresAt: number };
+  /** Why collecting artifacts failed (the command's own result stands). */
+  artifactError?: string;
 }
 
 export interface ExecutionQuery {

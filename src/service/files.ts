@@ -1,0 +1,89 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { createWriteStream, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { TeamConfig } from '../config/load.js';
+import { ArchiveError, packFileMap, sanitizeTar, validateCollectPatterns, type FileMap } from '../files/archive.js';
+import { ServiceError } from './errors.js';
+
+/** Input files, checked and packed, waiting on the host's disk for their run (which may wait for a human). */
+export interface StagedInput {
+  path: string;
+  entries: number;
+  bytes: number;
+  sha256: string;
+  names: string[];
+}
+
+export type FilesSource = { map: FileMap } | { tar: AsyncIterable<Uint8Array | string> };
+
+const NAMES_SHOWN = 50;
+
+export const ownerOf = (team: TeamConfig): { uid: number; gid: number } => {
+  const [uid, gid = uid] = team.sandbox.user.split(':').map(Number) as [number, number?];
+  return { uid, gid };
+};
+
+/** An archive refused: 400 naming the entry, in the error shape of SPEC §3. */
+export function archiveProblem(err: ArchiveError, field: string): ServiceError {
+  return new ServiceError('invalid_files', `${field}: ${err.message}`, { fields: [{ path: field, message: err.message }], entry: err.entry, reason: err.code });
+}
+
+/**
+ * Input files are written to `<store>/inputs` rather than held in memory: a request that waits for approval
+ * may wait minutes, and many may wait at once. The file is removed when its run ends, whatever the outcome,
+ * and leftovers of a crash are removed at start-up.
+ */
+export class InputStaging {
+  constructor(private readonly dir: string) {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    for (const name of readdirSync(dir)) rmSync(join(dir, name), { force: true });
+  }
+
+  async stage(team: TeamConfig, source: FilesSource, field = 'files'): Promise<StagedInput> {
+    const limits = { maxBytes: team.files.maxInputBytes, maxEntries: team.files.maxEntries };
+    const path = join(this.dir, `${randomBytes(12).toString('hex')}.tar`);
+    try {
+      if ('map' in source) {
+        const packed = await packFileMap(source.map, limits, ownerOf(team));
+        writeFileSync(path, packed.tar, { mode: 0o600 });
+        const names = Object.keys(source.map).slice(0, NAMES_SHOWN);
+        return { path, entries: packed.entries, bytes: packed.bytes, sha256: createHash('sha256').update(packed.tar).digest('hex'), names };
+      }
+      const { output, done } = sanitizeTar(source.tar, { limits, owner: ownerOf(team) });
+      const hash = createHash('sha256');
+      const meter = new Transform({
+        transform(chunk: Buffer, _enc, cb) {
+          hash.update(chunk);
+          cb(null, chunk);
+        },
+      });
+      const [, result] = await Promise.all([pipeline(output, meter, createWriteStream(path, { mode: 0o600 })), done]);
+      return { path, entries: result.entries, bytes: result.bytes, sha256: hash.digest('hex'), names: result.files.slice(0, NAMES_SHOWN) };
+    } catch (err) {
+      rmSync(path, { force: true });
+      if (err instanceof ArchiveError) throw archiveProblem(err, field);
+      throw err;
+    }
+  }
+
+  release(input: StagedInput | undefined): void {
+    if (input) rmSync(input.path, { force: true });
+  }
+
+  /** Bytes staged now (for /metrics and tests). */
+  stagedBytes(): number {
+    return readdirSync(this.dir).reduce((n, f) => n + statSync(join(this.dir, f)).size, 0);
+  }
+}
+
+export function checkCollect(patterns: string[] | undefined): string[] | undefined {
+  if (patterns === undefined) return undefined;
+  try {
+    return validateCollectPatterns(patterns);
+  } catch (err) {
+    if (err instanceof ArchiveError) throw archiveProblem(err, 'collect');
+    throw err;
+  }
+}
