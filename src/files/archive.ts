@@ -210,7 +210,16 @@ export function sanitizeTar(
   const matches = opts.include ? picomatch(opts.include, { dot: true }) : undefined;
   const extract = tar.extract();
   const pack = tar.pack();
-  const output = Readable.from(pack, { objectMode: false });
+  // Only fail() puts an error on output: errors inside tar-stream would otherwise race ours to the consumer.
+  const output = new Readable({
+    read: () => void pack.resume(),
+    destroy: (err, cb) => {
+      if (!output.readableEnded) fail(err ?? new Error('sanitizeTar output closed before the end of the archive'));
+      cb(err);
+    },
+  });
+  pack.on('data', (chunk) => output.push(chunk) || pack.pause());
+  pack.on('end', () => output.push(null));
   const result: SanitizeResult = { entries: 0, bytes: 0, files: [] };
   const regular = new Map<string, boolean>(); // regular files seen (after strip) → emitted?
   const symlinks = new Map<string, string>(); // emitted symlinks: folded → path
@@ -226,14 +235,12 @@ export function sanitizeTar(
     failure = err;
     reject(err);
     extract.destroy(err as Error);
+    pack.destroy(err as Error);
     output.destroy(err as Error);
   };
   const ignore = () => {}; // errors reach the caller through fail(), never as unhandled 'error' events
   extract.on('error', ignore);
   pack.on('error', ignore);
-  output.on('close', () => {
-    if (!output.readableEnded) fail(new Error('sanitizeTar output closed before the end of the archive'));
-  });
 
   // Feeds extract by hand (not pipe) to see the last block: tar-stream accepts a stream that simply stops.
   const pump = async (): Promise<boolean> => {

@@ -21,6 +21,7 @@ export const ERROR_STATUS = {
   artifact_not_found: 404,
   approval_already_resolved: 409,
   session_busy: 409,
+  session_ended: 410,
   session_limit: 429,
   remember_refused: 422,
   payload_too_large: 413,

@@ -112,12 +112,12 @@ export class SessionManager {
     return [...this.sessions.values()].filter((s) => s.status === 'open' && (visibleTeam === null || s.team === visibleTeam));
   }
 
-  /** Marks the session busy for one command (409 when it already is), and keeps the idle timer off meanwhile. */
+  /** Marks the session busy for one command (409 when it already is); the idle clock stops meanwhile. */
   begin(s: Session): () => void {
     if (s.busy) throw new ServiceError('session_busy', `session ${s.id} is running another command`);
     s.busy = true;
     s.commands++;
-    this.disarmIdle(s);
+    this.arm(s); // while busy only the lifetime counts
     return () => {
       s.busy = false;
       s.lastUsedAt = this.deps.clock.now();
