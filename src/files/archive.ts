@@ -223,6 +223,7 @@ export function sanitizeTar(
   const result: SanitizeResult = { entries: 0, bytes: 0, files: [] };
   const regular = new Map<string, boolean>(); // regular files seen (after strip) → emitted?
   const symlinks = new Map<string, string>(); // emitted symlinks: folded → path
+  const linkLengths = new Set<number>(); // their folded lengths: most prefixes need no lookup at all
   let seen = 0;
   let failure: unknown;
 
@@ -282,8 +283,8 @@ export function sanitizeTar(
     if (parts.length === 0) return skip(entry); // the root itself
     const path = parts.join('/');
     const folded = fold(path);
-    for (let i = folded.indexOf('/'); i !== -1; i = folded.indexOf('/', i + 1)) {
-      const link = symlinks.get(folded.slice(0, i));
+    for (let i = folded.indexOf('/'); i !== -1 && symlinks.size > 0; i = folded.indexOf('/', i + 1)) {
+      const link = linkLengths.has(i) ? symlinks.get(folded.slice(0, i)) : undefined;
       if (link !== undefined) throw new ArchiveError('symlink_escape', raw, `a path may not pass through the symlink ${quote(link)}`);
     }
     let linkname: string | undefined;
@@ -306,7 +307,7 @@ export function sanitizeTar(
     if (kind === 'file') checkSize(limits, raw, size, (result.bytes += size));
     const mode = kind === 'symlink' ? 0o777 : ((h.mode ?? 0) & 0o777) || (kind === 'directory' ? 0o755 : 0o644);
     const header: Partial<tar.Header> & { name: string } = { name: path, type: kind, size, mode, mtime: h.mtime, uid: owner?.uid ?? h.uid, gid: owner?.gid ?? h.gid, linkname: linkname ?? '' };
-    if (kind === 'symlink') symlinks.set(folded, path);
+    if (kind === 'symlink') linkLengths.add(symlinks.set(folded, path) && folded.length);
     result.entries++;
     if (kind !== 'directory') result.files.push(path);
     if (kind === 'file') return forward(header, entry);
