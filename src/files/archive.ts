@@ -141,6 +141,8 @@ export interface SanitizeOptions {
   limits: ArchiveLimits;
   /** Leading components to drop: Docker's getArchive prefixes every entry with the requested directory's name. */
   stripComponents?: number;
+  /** Prepended to every name after stripping (a globBase asked of Docker), so names and include stay root-relative. */
+  prefix?: string;
   /** picomatch globs (dot: true) on the stripped path; when given, only matching non-directories are emitted. */
   include?: string[];
   owner?: { uid: number; gid: number };
@@ -207,6 +209,7 @@ export function sanitizeTar(
 ): { output: Readable; done: Promise<SanitizeResult> } {
   const { limits, owner } = opts;
   const strip = opts.stripComponents ?? 0;
+  const prefix = opts.prefix ? splitPath(opts.prefix) : [];
   const matches = opts.include ? picomatch(opts.include, { dot: true }) : undefined;
   const extract = tar.extract();
   const pack = tar.pack();
@@ -279,8 +282,8 @@ export function sanitizeTar(
     const all = splitPath(raw);
     const kind = KINDS.get(h.type);
     if (!kind) throw new ArchiveError('special_file', raw, `entry type ${h.type ?? 'unknown'} is not allowed`);
-    const parts = all.slice(strip);
-    if (parts.length === 0) return skip(entry); // the root itself
+    if (all.length <= strip) return skip(entry); // the root itself
+    const parts = [...prefix, ...all.slice(strip)];
     const path = parts.join('/');
     const folded = fold(path);
     for (let i = folded.indexOf('/'); i !== -1 && symlinks.size > 0; i = folded.indexOf('/', i + 1)) {
@@ -292,7 +295,8 @@ export function sanitizeTar(
     if (kind === 'link') {
       let target = '';
       try {
-        target = splitPath(h.linkname ?? '').slice(strip).join('/');
+        const t = splitPath(h.linkname ?? '');
+        if (t.length > strip) target = [...prefix, ...t.slice(strip)].join('/');
       } catch {
         // any unusable name is simply not an earlier file
       }
@@ -307,7 +311,10 @@ export function sanitizeTar(
     if (kind === 'file') checkSize(limits, raw, size, (result.bytes += size));
     const mode = kind === 'symlink' ? 0o777 : ((h.mode ?? 0) & 0o777) || (kind === 'directory' ? 0o755 : 0o644);
     const header: Partial<tar.Header> & { name: string } = { name: path, type: kind, size, mode, mtime: h.mtime, uid: owner?.uid ?? h.uid, gid: owner?.gid ?? h.gid, linkname: linkname ?? '' };
-    if (kind === 'symlink') linkLengths.add(symlinks.set(folded, path) && folded.length);
+    if (kind === 'symlink') {
+      symlinks.set(folded, path);
+      linkLengths.add(folded.length);
+    }
     result.entries++;
     if (kind !== 'directory') result.files.push(path);
     if (kind === 'file') return forward(header, entry);
@@ -339,7 +346,9 @@ const errorText = (err: unknown): string => (err instanceof Error ? err.message 
 
 /**
  * The literal directory prefix of a glob (`dist/**` → `dist`, `**\/*.log` → ``), so a caller can ask Docker
- * for only the subtrees that can match instead of the whole working directory.
+ * for only the subtrees that can match instead of the whole working directory. Docker names the entries of
+ * `<workdir>/a/b` as `b/...` (and a file as `b`), so sanitize them with `{ stripComponents: 0, prefix: 'a' }`
+ * (the base's dirname); for the base `` ask for the workdir itself with `{ stripComponents: 1 }`.
  */
 export function globBase(pattern: string): string {
   const base = picomatch.scan(pattern).base;

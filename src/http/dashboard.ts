@@ -70,6 +70,11 @@ const PAGE = String.raw`<!doctype html>
       <table><thead><tr><th>When</th><th>Team</th><th>Command</th><th>Decision</th><th>Status</th><th>Exit</th><th>Duration</th><th>Approver</th></tr></thead>
       <tbody id="executions"></tbody></table>
     </section>
+    <section aria-labelledby="sessions-h">
+      <h2 id="sessions-h">Sessions</h2>
+      <table><thead><tr><th>Started</th><th>Team</th><th>By</th><th>Image</th><th>Commands</th><th>Idle ends</th><th>Ends at</th><th></th></tr></thead>
+      <tbody id="sessions"></tbody></table>
+    </section>
     <section aria-labelledby="rules-h">
       <h2 id="rules-h">Remembered rules</h2>
       <div id="rules"></div>
@@ -191,6 +196,23 @@ const PAGE = String.raw`<!doctype html>
     }
   }
 
+  function renderSessions(rows) {
+    const body = $('sessions');
+    body.replaceChildren();
+    if (rows.length === 0) { body.append(el('tr', null, el('td', { colspan: '8', class: 'empty' }, 'No open sessions.'))); return; }
+    for (const s of rows) {
+      const idle = new Date(Date.parse(s.lastUsedAt) + s.idleTimeoutMs);
+      body.append(el('tr', { 'data-id': s.id },
+        el('td', null, new Date(s.createdAt).toLocaleTimeString()), el('td', null, s.team), el('td', null, s.createdBy),
+        el('td', null, el('code', null, visible(s.image))), el('td', null, String(s.commands) + (s.busy ? ' (running)' : '')),
+        el('td', null, s.busy ? '—' : idle.toLocaleTimeString()), el('td', null, new Date(s.expiresAt).toLocaleTimeString()),
+        el('td', null, el('button', { class: 'end-session', 'aria-label': 'End session ' + s.id, onclick: async () => {
+          try { await api('DELETE', '/v1/sessions/' + encodeURIComponent(s.id)); say('Ended session ' + s.id); } catch (e) { say('Could not end the session: ' + e.message); }
+          refresh();
+        } }, 'End'))));
+    }
+  }
+
   function renderRules(rules) {
     const box = $('rules');
     box.replaceChildren();
@@ -206,6 +228,7 @@ const PAGE = String.raw`<!doctype html>
       const [a, ex] = await Promise.all([api('GET', '/v1/approvals?status=pending'), api('GET', '/v1/executions?limit=25')]);
       approvals = a.approvals; renderApprovals(); renderExecutions(ex.executions);
       api('GET', '/v1/rules/remembered').then((r) => renderRules(r.rules), () => {});
+      api('GET', '/v1/sessions').then((r) => renderSessions(r.sessions), () => {});
       api('GET', '/v1/safe-mode').then((s) => { $('safe-wrap').classList.remove('hidden'); $('safe-mode').checked = s.enabled; }, () => {});
     } catch (e) { if (e.message !== 'unauthorized') say('Could not load: ' + e.message); }
   }

@@ -102,6 +102,24 @@ describe('dashboard in a real browser', () => {
     await page.screenshot({ path: `${ARTIFACTS}/dashboard-finished.png`, fullPage: true });
   });
 
+  it("lists the team's open sessions live and ends one with its button, removing the container", async () => {
+    const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    await page.goto(`${url}/#token=${HUMAN}`);
+    await expect.poll(() => page.locator('#sessions').textContent()).toContain('No open sessions.');
+    const res = await fetch(`${url}/v1/sessions`, { method: 'POST', headers: { authorization: `Bearer ${AGENT}`, 'content-type': 'application/json' }, body: '{}' });
+    expect(res.status).toBe(201);
+    const session = (await res.json()) as { id: string; containerId: string };
+    // session_started reaches the page over /v1/events.
+    const row = page.locator(`#sessions tr[data-id="${session.id}"]`);
+    await expect.poll(() => row.count()).toBe(1);
+    expect(await row.textContent()).toContain('agent');
+    await page.screenshot({ path: `${ARTIFACTS}/dashboard-sessions.png`, fullPage: true });
+    await row.getByRole('button', { name: `End session ${session.id}` }).click();
+    await expect.poll(() => page.locator('#sessions').textContent()).toContain('No open sessions.');
+    await expect.poll(async () => (await runner.docker.listContainers({ all: true, filters: { id: [session.containerId] } })).length).toBe(0);
+    await page.close();
+  });
+
   it('signs in from a #token= link and removes the token from the URL', async () => {
     const page = await browser.newPage();
     await page.goto(`${url}/#token=${HUMAN}`);
