@@ -160,7 +160,13 @@ export interface SanitizeResult {
 type Entry = tar.ExtractEvents['entry'][1];
 type Kind = 'file' | 'directory' | 'symlink' | 'link';
 /** tar-stream's type names; anything else (devices, fifos, GNU sparse/volume types it reports as null) is refused. */
-const KINDS = new Map<string | null | undefined, Kind>([['file', 'file'], ['contiguous-file', 'file'], ['directory', 'directory'], ['symlink', 'symlink'], ['link', 'link']]);
+const KINDS = new Map<string | null | undefined, Kind>([
+  ['file', 'file'],
+  ['contiguous-file', 'file'],
+  ['directory', 'directory'],
+  ['symlink', 'symlink'],
+  ['link', 'link'],
+]);
 
 /** Case- and Unicode-folded, so that `A -> .` also guards `a/x` for a client on a case-insensitive disk. */
 const fold = (s: string): string => s.normalize('NFC').toLowerCase();
@@ -201,7 +207,9 @@ function drained(s: tar.Extract): Promise<void> {
  * then limits from the header before any body byte is read. On the first refusal `output` is destroyed and
  * `done` rejects with the ArchiveError (`done` never causes an unhandled rejection by itself); an error
  * from `input` itself is passed through as is. A missing end-of-archive block is `bad_archive`, so a stream
- * cut between two entries is not mistaken for a shorter archive. `input` is destroyed on failure.
+ * cut between two entries is not mistaken for a shorter archive. After a failure `input` is no longer read
+ * (a Node stream is destroyed through its iterator at its next chunk). `done` resolves once every entry is
+ * checked and queued; `output` still has to be read to its end, and needs an 'error' listener like any stream.
  */
 export function sanitizeTar(
   input: AsyncIterable<Uint8Array | string>,
@@ -310,7 +318,9 @@ export function sanitizeTar(
     const size = kind === 'file' ? (h.size ?? 0) : 0;
     if (kind === 'file') checkSize(limits, raw, size, (result.bytes += size));
     const mode = kind === 'symlink' ? 0o777 : ((h.mode ?? 0) & 0o777) || (kind === 'directory' ? 0o755 : 0o644);
-    const header: Partial<tar.Header> & { name: string } = { name: path, type: kind, size, mode, mtime: h.mtime, uid: owner?.uid ?? h.uid, gid: owner?.gid ?? h.gid, linkname: linkname ?? '' };
+    const uid = owner?.uid ?? h.uid;
+    const gid = owner?.gid ?? h.gid;
+    const header = { name: path, type: kind, size, mode, mtime: h.mtime, uid, gid, linkname: linkname ?? '' };
     if (kind === 'symlink') {
       symlinks.set(folded, path);
       linkLengths.add(folded.length);

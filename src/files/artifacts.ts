@@ -64,7 +64,11 @@ export class ArtifactStore {
       },
     });
     try {
-      const [, result] = await Promise.all([pipeline(tar, meter, createWriteStream(tmp, { mode: 0o600 })), checked]);
+      // Both must settle before the catch below removes the file, or the writer could recreate it after.
+      const [written, check] = await Promise.allSettled([pipeline(tar, meter, createWriteStream(tmp, { mode: 0o600 })), checked]);
+      if (check.status === 'rejected') throw check.reason;
+      if (written.status === 'rejected') throw written.reason;
+      const result = check.value;
       const now = this.now();
       const info: ArtifactInfo = {
         execId,

@@ -59,7 +59,11 @@ export class InputStaging {
           cb(null, chunk);
         },
       });
-      const [, result] = await Promise.all([pipeline(output, meter, createWriteStream(path, { mode: 0o600 })), done]);
+      // Both must settle before the catch below removes the file, or the writer could recreate it after.
+      const [written, checked] = await Promise.allSettled([pipeline(output, meter, createWriteStream(path, { mode: 0o600 })), done]);
+      if (checked.status === 'rejected') throw checked.reason;
+      if (written.status === 'rejected') throw written.reason;
+      const result = checked.value;
       return { path, entries: result.entries, bytes: result.bytes, sha256: hash.digest('hex'), names: result.files.slice(0, NAMES_SHOWN) };
     } catch (err) {
       rmSync(path, { force: true });

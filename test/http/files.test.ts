@@ -1,6 +1,8 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import tar from 'tar-stream';
+
+type TarEntry = Partial<tar.Header> & { name: string };
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { RunSpec } from '../../src/runner/types.js';
 import { TOKENS, auth, ndjson, testApp, type TestApp } from '../support/app.js';
@@ -47,9 +49,10 @@ function untarSync(buf: Buffer): Map<string, Buffer> {
   return out;
 }
 
-async function makeTar(entries: tar.Headers[], content: Record<string, string | Buffer> = {}): Promise<Buffer> {
+async function makeTar(entries: TarEntry[], content: Record<string, string | Buffer> = {}): Promise<Buffer> {
   const pack = tar.pack();
-  for (const e of entries) pack.entry(e, e.type === undefined || e.type === 'file' ? (content[e.name] ?? 'x') : undefined);
+  for (const e of entries) if (e.type === undefined || e.type === 'file') pack.entry(e as tar.Header, content[e.name] ?? 'x');
+  else pack.entry(e as tar.Header);
   pack.finalize();
   const chunks: Buffer[] = [];
   for await (const c of pack) chunks.push(c as Buffer);
@@ -79,7 +82,7 @@ function multipart(parts: { name: string; filename?: string; type?: string; data
 }
 
 describe('hostile archives are refused with 400, naming the entry, before any container', () => {
-  it.each<[string, tar.Headers[], string, string]>([
+  it.each<[string, TarEntry[], string, string]>([
     ['an absolute path', [{ name: '/etc/cron.d/x' }], 'absolute_path', '/etc/cron.d/x'],
     ['a .. path', [{ name: '../outside' }], 'parent_traversal', '../outside'],
     ['a nested .. path', [{ name: 'a/../../outside' }], 'parent_traversal', 'a/../../outside'],

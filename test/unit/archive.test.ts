@@ -377,6 +377,26 @@ describe('sanitizeTar keeps', () => {
     expect(result.files).toEqual(expected);
   });
 
+  it('prefix puts a subtree Docker returned back under its base', async () => {
+    // getArchive of <workdir>/out/dist yields dist/...; globBase('out/dist/**') is out/dist, its dirname out.
+    const { entries } = await sanitize(
+      await makeTar([
+        { name: 'dist/', type: 'directory' },
+        { name: 'dist/a.js', data: 'a' },
+        { name: 'dist/h.js', type: 'link', linkname: 'dist/a.js' },
+        { name: 'dist/up', type: 'symlink', linkname: '../../top.txt' },
+      ]),
+      { prefix: 'out', include: ['out/dist/**'] },
+    );
+    expect(entries.map((e) => [e.name, e.type, e.linkname ?? ''])).toEqual([
+      ['out/dist/a.js', 'file', ''],
+      ['out/dist/h.js', 'link', 'out/dist/a.js'],
+      ['out/dist/up', 'symlink', '../../top.txt'],
+    ]);
+    const err = await refusal(await makeTar([{ name: 'dist/up', type: 'symlink', linkname: '../../../x' }]), { prefix: 'out' });
+    expect([err.code, err.entry]).toEqual(['symlink_escape', 'dist/up']);
+  });
+
   it('rewrites the owner and drops user and group names', async () => {
     const { entries } = await sanitize(
       await makeTar([{ name: 'd', type: 'directory', uid: 0, gid: 0 }, { name: 'd/f', data: 'x', uid: 4242, gid: 0 }, { name: 'l', type: 'symlink', linkname: 'd/f' }]),
