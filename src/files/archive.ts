@@ -1,5 +1,6 @@
 import { Readable } from 'node:stream';
 import picomatch from 'picomatch';
+import { compileGlobs } from './glob.js';
 import tar from 'tar-stream';
 
 /**
@@ -143,7 +144,7 @@ export interface SanitizeOptions {
   stripComponents?: number;
   /** Prepended to every name after stripping (a globBase asked of Docker), so names and include stay root-relative. */
   prefix?: string;
-  /** picomatch globs (dot: true) on the stripped path; when given, only matching non-directories are emitted. */
+  /** Globs (glob.ts: `*`, `?`, `**`) on the stripped path; when given, only matching non-directories are emitted. */
   include?: string[];
   owner?: { uid: number; gid: number };
 }
@@ -218,7 +219,7 @@ export function sanitizeTar(
   const { limits, owner } = opts;
   const strip = opts.stripComponents ?? 0;
   const prefix = opts.prefix ? splitPath(opts.prefix) : [];
-  const matches = opts.include ? picomatch(opts.include, { dot: true }) : undefined;
+  const matches = opts.include ? compileGlobs(opts.include) : undefined;
   const extract = tar.extract();
   const pack = tar.pack();
   // Only fail() puts an error on output: errors inside tar-stream would otherwise race ours to the consumer.
@@ -235,6 +236,9 @@ export function sanitizeTar(
   const regular = new Map<string, boolean>(); // regular files seen (after strip) → emitted?
   const symlinks = new Map<string, string>(); // emitted symlinks: folded → path
   const linkLengths = new Set<number>(); // their folded lengths: most prefixes need no lookup at all
+  // Every path seen (folded) → its kind. A second entry for a path is refused: replacing a checked file by a
+  // link (or a link by a file) is how `file, symlink, hard link to it, file beneath` walks out of the root.
+  const kinds = new Map<string, Kind>();
   let seen = 0;
   let failure: unknown;
 
@@ -298,6 +302,15 @@ export function sanitizeTar(
       const link = linkLengths.has(i) ? symlinks.get(folded.slice(0, i)) : undefined;
       if (link !== undefined) throw new ArchiveError('symlink_escape', raw, `a path may not pass through the symlink ${quote(link)}`);
     }
+    const before = kinds.get(folded);
+    if (before !== undefined && !(before === 'directory' && kind === 'directory')) {
+      throw new ArchiveError('bad_path', raw, 'the archive names this path twice');
+    }
+    for (let i = folded.indexOf('/'); i !== -1; i = folded.indexOf('/', i + 1)) {
+      const k = kinds.get(folded.slice(0, i));
+      if (k !== undefined && k !== 'directory') throw new ArchiveError(k === 'symlink' || k === 'link' ? 'symlink_escape' : 'bad_path', raw, `a path may not pass through the ${k === 'file' ? 'file' : 'link'} ${quote(parts.slice(0, folded.slice(0, i).split('/').length).join('/'))}`);
+    }
+    kinds.set(folded, kind);
     let linkname: string | undefined;
     if (kind === 'symlink') checkSymlink(raw, parts, (linkname = h.linkname ?? ''));
     if (kind === 'link') {
@@ -380,6 +393,8 @@ export function validateCollectPatterns(patterns: string[]): string[] {
     if (p.split('/').includes('..')) throw bad('a pattern may not contain ".."');
     const n = p.replace(/^(\.\/+)+/, '').replace(/\/{2,}/g, '/');
     if (n === '' || n === '.' || n.includes('\0')) throw bad('a pattern must name something below the root');
+    if (/[[\]{}()!+@\\]/.test(n)) throw bad('only *, ? and ** are glob characters here; [ ] { } ( ) ! + @ and \\ are not allowed');
+    if ((n.match(/\*/g)?.length ?? 0) > 16) throw bad('at most 16 * in a pattern');
     return n.endsWith('/') ? `${n}**` : n;
   });
 }

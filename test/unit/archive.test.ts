@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import tar from 'tar-stream';
 import { describe, expect, it } from 'vitest';
+import { compileGlobs } from '../../src/files/glob.js';
 import {
   ArchiveError,
   type ArchiveLimits,
@@ -519,5 +520,54 @@ describe('validateCollectPatterns', () => {
 
   it('accepts 64 patterns of 1024 characters', () => {
     expect(validateCollectPatterns(Array.from({ length: 64 }, () => 'a'.repeat(1024)))).toHaveLength(64);
+  });
+});
+
+describe('review findings, pinned', () => {
+  it.each<[string, Spec[], string]>([
+    // file → symlink at the same path → hard link to it → a file beneath the link: walks out of the root
+    ['a path replaced by a symlink and reached through a hard link', [{ name: 'd1/d2/f' }, { name: 'd1/d2/f', type: 'symlink', linkname: '../..' }, { name: 'h', type: 'link', linkname: 'd1/d2/f' }, { name: 'h/evil' }], 'bad_path'],
+    ['a file named twice', [{ name: 'a' }, { name: 'a' }], 'bad_path'],
+    ['an entry beneath a file', [{ name: 'a' }, { name: 'a/b' }], 'bad_path'],
+    ['an entry beneath a hard link', [{ name: 'a' }, { name: 'l', type: 'link', linkname: 'a' }, { name: 'l/x' }], 'symlink_escape'],
+  ])('%s is refused', async (_name, entries, code) => {
+    const err = await refusal(await makeTar(entries));
+    expect(err).toBeInstanceOf(ArchiveError);
+    expect(err.code).toBe(code);
+  });
+
+  it('a directory named twice is fine (tar tools do that)', async () => {
+    const { entries } = await sanitize(await makeTar([{ name: 'd', type: 'directory' }, { name: 'd', type: 'directory' }, { name: 'd/f', data: 'x' }]));
+    expect(entries.map((e) => e.name)).toEqual(['d', 'd', 'd/f']);
+  });
+
+  it.each([['*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*b'], ['**/**/**/**/**/**/**/**/x*y*z*q']])('pattern %s against long names finishes at once', (pattern) => {
+    const match = compileGlobs([pattern]);
+    const t0 = performance.now();
+    for (let i = 0; i < 50; i++) match(`${'a/'.repeat(40)}${'a'.repeat(250)}`);
+    // Not a timing assertion of speed, a guard against exponential blow-up: a backtracking regex takes seconds.
+    expect(performance.now() - t0).toBeLessThan(2000);
+  });
+
+  it.each<[string, string, boolean]>([
+    ['dist/**', 'dist/a/b.js', true],
+    ['dist/**', 'dist', true],
+    ['dist/**', 'distx/a', false],
+    ['*.json', 'report.json', true],
+    ['*.json', 'sub/report.json', false],
+    ['**/*.json', 'sub/deep/report.json', true],
+    ['**/*.json', 'report.json', true],
+    ['src/*/x.ts', 'src/a/x.ts', true],
+    ['src/*/x.ts', 'src/a/b/x.ts', false],
+    ['a?c', 'abc', true],
+    ['a?c', 'a/c', false],
+    ['.env', '.env', true],
+    ['*', '.hidden', true],
+  ])('glob %s ~ %s → %s', (pattern, path, expected) => {
+    expect(compileGlobs([pattern])(path)).toBe(expected);
+  });
+
+  it.each([['{a,b}'], ['[ab]'], ['!(x)'], ['a\\*'], ['*'.repeat(17)]])('collect pattern %s uses syntax we do not support and is refused', (pattern) => {
+    expect(() => validateCollectPatterns([pattern])).toThrow(ArchiveError);
   });
 });
