@@ -284,11 +284,12 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   });
   app.post('/v1/sessions/:id/exec', { config: { role: 'exec' } }, async (req, reply) => {
     const { id } = parse(IdParamsSchema, req.params, 'params');
-    return handleExec(req, reply, service.sessions.get(req.caller.visibleTeam, id));
+    // Acting in a session needs the session's own team: an admin acting for another team gets 404 too.
+    return handleExec(req, reply, service.sessions.get(req.caller.team, id));
   });
   app.put('/v1/sessions/:id/files', { config: { role: 'exec' } }, async (req, reply) => {
     const { id } = parse(IdParamsSchema, req.params, 'params');
-    const session = service.sessions.get(req.caller.visibleTeam, id);
+    const session = service.sessions.get(req.caller.team, id);
     const type = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
     const input =
       type === 'application/x-tar'
@@ -304,7 +305,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   app.get('/v1/sessions/:id/files', { config: { role: 'exec' } }, async (req, reply) => {
     const { id } = parse(IdParamsSchema, req.params, 'params');
     const q = parse(GetFilesQuerySchema, req.query, 'query');
-    const session = service.sessions.get(req.caller.visibleTeam, id);
+    const session = service.sessions.get(req.caller.team, id);
     const include = checkCollect(q.include === undefined ? undefined : Array.isArray(q.include) ? q.include : [q.include]);
     const f = service.team(session.team).files;
     // Checked entry by entry on the way out, never stored: a link planted in /scratch that points outside
@@ -406,8 +407,13 @@ async function answerOnce(reply: FastifyReply, execId: string, events: AsyncGene
   const out: Record<'stdout' | 'stderr', Buffer[]> = { stdout: [], stderr: [] };
   let decision: string | undefined;
   let approvalId: string | undefined;
+  let artifact: Record<string, unknown> | undefined;
   for await (const e of events) {
     if (e.type === 'decision') decision = e.decision;
+    else if (e.type === 'artifact') {
+      const { type: _type, ...rest } = e;
+      artifact = rest;
+    }
     else if (e.type === 'approval_pending') approvalId = e.approvalId;
     else if (e.type === 'stdout' || e.type === 'stderr') out[e.type].push(Buffer.from(e.data, e.encoding === 'base64' ? 'base64' : 'utf8'));
     else if (e.type === 'rejected') {
@@ -437,6 +443,7 @@ async function answerOnce(reply: FastifyReply, execId: string, events: AsyncGene
         timedOut: e.timedOut,
         oomKilled: e.oomKilled,
         truncated: e.truncated,
+        ...(artifact ? { artifact } : {}),
       };
     }
   }

@@ -289,6 +289,11 @@ function resolveTeam(name: string, s: ResolvedAgentSettings, baseDir: string, pr
       problems.push(`${where}: the host root "/" cannot be an allowed path`);
       return;
     }
+    // Inside the sandbox /scratch is the per-run files directory: an allowed path there would clash with it.
+    if (real === '/scratch' || real.startsWith('/scratch/') || '/scratch'.startsWith(`${real}/`)) {
+      problems.push(`${where}: "${real}" overlaps /scratch, where the sandbox gets its files; choose another directory`);
+      return;
+    }
     allowedPaths.push({ path: real, readOnly });
   });
 

@@ -103,8 +103,8 @@ const FilesInputSchema = z
 const SessionsInputSchema = z
   .object({
     maxSessions: z.number().int().min(0).max(1024).describe('Sessions of the team alive at once; 0 turns sessions off'),
-    idleTimeoutMs: z.number().int().min(1000).describe('A session without a command for this long is ended'),
-    maxLifetimeMs: z.number().int().min(1000).describe('A session is ended this long after it started, busy or not'),
+    idleTimeoutMs: z.number().int().min(1000).max(7 * 24 * 3600_000).describe('A session without a command for this long is ended'),
+    maxLifetimeMs: z.number().int().min(1000).max(7 * 24 * 3600_000).describe('A session is ended this long after it started, busy or not'),
     allowedImages: z.array(z.string().min(1)).describe('Images a session may ask for besides sandbox.image'),
   })
   .strict()

@@ -224,7 +224,8 @@ export class DockerRunner implements Runner {
         // exists only while the container runs), then send the command the warm way.
         if (!small) throw Object.assign(new Error('a command with files must be under 32 KiB with its env'), { code: 'command_too_large' });
         checkMounts(spec.mounts);
-        const bootSpec: RunSpec = { ...spec, command: BOOTSTRAP, stdin: Buffer.alloc(0) };
+        // WorkingDir /: the cwd (under /scratch) may only exist once the files are in; the script cds there.
+        const bootSpec: RunSpec = { ...spec, command: BOOTSTRAP, cwd: '/', stdin: Buffer.alloc(0) };
         container = await this.docker.createContainer(containerSpec(bootSpec, this.instance, this.now(), network, imageId));
         stream = (await container.attach({ stream: true, stdout: true, stderr: true, stdin: true, hijack: true })) as NodeJS.ReadWriteStream;
         stream.on('error', (err) => this.log.debug({ err, execId: spec.execId }, 'sandbox stream error'));
@@ -288,6 +289,9 @@ export class DockerRunner implements Runner {
         if (spec.scratch?.collect && !result.timedOut && !signal.aborted) {
           // The shell has stopped itself after the markers: /scratch is still mounted. The time-out still runs.
           try {
+            // Frozen while Docker reads /scratch, so nothing the command left running in the background can
+            // swap a checked file for a link mid-copy. The container is removed afterwards, paused or not.
+            await container.pause();
             const tar = (await container.getArchive({ path: SCRATCH_DIR })) as NodeJS.ReadableStream;
             result.collected = await spec.scratch.collect(tar);
           } catch (err) {

@@ -188,8 +188,28 @@ export class DockerSession implements SessionHandle {
     await this.container.putArchive(tar as Buffer, { path: SCRATCH_DIR, noOverwriteDirNonDir: 'true' });
   }
 
+  /**
+   * The session is frozen (docker pause) while Docker reads /scratch, so no process in it can swap a file for
+   * a link mid-copy; it thaws when the stream ends, fails or is closed.
+   */
   async getArchive(path = SCRATCH_DIR): Promise<NodeJS.ReadableStream> {
-    return (await this.container.getArchive({ path })) as NodeJS.ReadableStream;
+    await this.container.pause();
+    let thawed = false;
+    const thaw = () => {
+      if (thawed) return;
+      thawed = true;
+      this.container.unpause().catch((err: unknown) => this.log.warn({ err }, 'could not unpause the session'));
+    };
+    try {
+      const stream = (await this.container.getArchive({ path })) as NodeJS.ReadableStream;
+      stream.once('end', thaw);
+      stream.once('close', thaw);
+      stream.once('error', thaw);
+      return stream;
+    } catch (err) {
+      thaw();
+      throw err;
+    }
   }
 
   async close(): Promise<void> {

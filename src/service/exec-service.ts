@@ -422,7 +422,7 @@ export class ExecService {
     let endSession: (() => void) | undefined;
     if (p.session) {
       try {
-        endSession = this.sessions.begin(this.sessions.get(p.caller.visibleTeam, p.session.id));
+        endSession = this.sessions.begin(this.sessions.get(p.caller.team, p.session.id), this.team(p.caller.team));
       } catch (err) {
         const e = err as ServiceError;
         this.finishRecord(p, { status: 'failed', error: e.code });
@@ -567,6 +567,9 @@ export class ExecService {
   private buildRemembered(a: Approval, scope: RememberScope, ttlMs: number | undefined, by: string): RememberedRule {
     if (a.explanation.hard) throw new ServiceError('remember_refused', 'a hard deny can never be remembered as allowed');
     if (a.plan.stdin) throw new ServiceError('remember_refused', 'a command given stdin is never remembered: the stdin may be the code that runs');
+    if (a.plan.files || a.plan.session) {
+      throw new ServiceError('remember_refused', 'a command given files or run in a session is never remembered: the files (or what earlier commands left) may be the code that runs');
+    }
     const built = rememberPatterns(a.explanation.segments, scope, runsArbitraryCode);
     if (!built.ok) throw new ServiceError('remember_refused', built.message);
     const now = this.deps.clock.now();

@@ -29,6 +29,14 @@ export interface Session {
   busy: boolean;
   status: 'open' | 'ended';
   endedReason?: string | undefined;
+  /** What the container was created with (see fixedSettings). */
+  fixed: string;
+}
+
+/** The team settings a session's container cannot change after creation. */
+function fixedSettings(team: TeamConfig): string {
+  const s = team.sandbox;
+  return JSON.stringify([team.policy.allowedPaths, s.user, s.runtime, s.network, team.files.scratchMb]);
 }
 
 export type SessionEvent = { type: 'session_started' | 'session_ended'; session: Record<string, unknown> };
@@ -41,6 +49,8 @@ export type SessionEvent = { type: 'session_started' | 'session_ended'; session:
 export class SessionManager {
   private readonly sessions = new Map<string, Session>();
   private readonly timers = new Map<string, NodeJS.Timeout>();
+  /** Sessions being created, per team: they count against maxSessions before their container exists. */
+  private readonly creating = new Map<string, number>();
 
   constructor(
     private readonly deps: {
@@ -81,15 +91,22 @@ export class SessionManager {
 
   async create(team: TeamConfig, by: string, req: SessionLimits): Promise<Session> {
     if (!this.deps.runner.openSession) throw new ServiceError('not_ready', 'this runner has no sessions');
-    const open = [...this.sessions.values()].filter((x) => x.team === team.name && x.status === 'open').length;
+    for (const s of [...this.sessions.values()]) if (!s.handle.alive) void this.end(s, 'container_gone');
+    const open = [...this.sessions.values()].filter((x) => x.team === team.name && x.status === 'open').length + (this.creating.get(team.name) ?? 0);
     if (open >= team.sessions.maxSessions) {
       throw new ServiceError('session_limit', `team "${team.name}" already has ${open} open sessions (at most ${team.sessions.maxSessions})`);
     }
     const { sandbox, idleTimeoutMs, lifetimeMs } = SessionManager.settingsFor(team, req);
     const id = `ses_${randomUUID()}`;
-    const handle = await this.deps.runner.openSession({ sessionId: id, team: team.name, mounts: team.policy.allowedPaths, sandbox, scratchMb: team.files.scratchMb, lifetimeMs });
+    this.creating.set(team.name, (this.creating.get(team.name) ?? 0) + 1);
+    let handle: SessionHandle;
+    try {
+      handle = await this.deps.runner.openSession({ sessionId: id, team: team.name, mounts: team.policy.allowedPaths, sandbox, scratchMb: team.files.scratchMb, lifetimeMs });
+    } finally {
+      this.creating.set(team.name, (this.creating.get(team.name) ?? 1) - 1);
+    }
     const now = this.deps.clock.now();
-    const session: Session = { id, team: team.name, createdBy: by, createdAt: now, lastUsedAt: now, expiresAt: now + lifetimeMs, idleTimeoutMs, sandbox, handle, commands: 0, busy: false, status: 'open' };
+    const session: Session = { id, team: team.name, createdBy: by, createdAt: now, lastUsedAt: now, expiresAt: now + lifetimeMs, idleTimeoutMs, sandbox, handle, commands: 0, busy: false, status: 'open', fixed: fixedSettings(team) };
     this.sessions.set(id, session);
     this.arm(session);
     this.deps.logger.info({ sessionId: id, team: team.name, by, containerId: handle.containerId }, 'session started');
@@ -113,8 +130,14 @@ export class SessionManager {
   }
 
   /** Marks the session busy for one command (409 when it already is); the idle clock stops meanwhile. */
-  begin(s: Session): () => void {
+  begin(s: Session, current: TeamConfig): () => void {
     if (s.busy) throw new ServiceError('session_busy', `session ${s.id} is running another command`);
+    // Mounts, user and runtime were fixed when the container was made: after a reload that changed them the
+    // session would run new commands with old settings, so it ends instead.
+    if (fixedSettings(current) !== s.fixed) {
+      void this.end(s, 'config_changed');
+      throw new ServiceError('session_ended', `session ${s.id} has ended: the team's allowed paths or sandbox settings changed`);
+    }
     s.busy = true;
     s.commands++;
     this.arm(s); // while busy only the lifetime counts

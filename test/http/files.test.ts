@@ -195,4 +195,15 @@ describe('approvals cover the files', () => {
     expect(stagedFiles()).toEqual([]);
     expect(t.runner.runs).toHaveLength(0);
   });
+
+  it('a plan with files is never remembered (422): the files may be the code that runs', async () => {
+    const response = t.app.inject({ method: 'POST', url: '/v1/exec', headers: auth(TOKENS.agent), payload: { command: 'sh run.sh', files: { 'run.sh': 'echo hi' } } });
+    for (let i = 0; i < 200 && t.service.approvals.pendingCount() === 0; i++) await new Promise((r) => setTimeout(r, 5));
+    const [a] = t.service.approvals.list(null, 'pending');
+    const r = await t.app.inject({ method: 'POST', url: `/v1/approvals/${a!.id}/approve`, headers: auth(TOKENS.human), payload: { remember: { scope: 'exact' } } });
+    expect(r.statusCode).toBe(422);
+    expect(r.json().error.code).toBe('remember_refused');
+    await t.app.inject({ method: 'POST', url: `/v1/approvals/${a!.id}/reject`, headers: auth(TOKENS.human), payload: {} });
+    await response;
+  });
 });
