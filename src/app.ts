@@ -24,7 +24,6 @@ import { ERROR_STATUS, ServiceError } from './service/errors.js';
 import { approvalView, type ExecEvent, type ExecService, type PrepareOutcome } from './service/exec-service.js';
 import { checkCollect, type StagedInput } from './service/files.js';
 import { sessionView, type Session } from './service/sessions.js';
-import { sanitizeTar } from './files/archive.js';
 import multipart from '@fastify/multipart';
 import { createReadStream } from 'node:fs';
 import type { StateStore } from './service/state.js';
@@ -295,9 +294,13 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       type === 'application/x-tar'
         ? await service.stageFiles(req.caller, { tar: req.body as AsyncIterable<Uint8Array> }, 'body')
         : await service.stageFiles(req.caller, { map: parse(PutFilesBodySchema, req.body, 'body').files });
+    const release = service.sessions.begin(session, service.team(req.caller.team));
     try {
-      await session.handle.putArchive(createReadStream(input.path));
+      await session.handle.putArchive(createReadStream(input.path), service.team(req.caller.team).sandbox.timeoutMs);
+    } catch (err) {
+      throw new ServiceError('invalid_files', `the files could not be written into the session: ${(err as Error).message}`, { fields: [{ path: 'files', message: (err as Error).message }] });
     } finally {
+      release();
       service.staging.release(input);
     }
     return reply.code(200).send({ sessionId: id, entries: input.entries, bytes: input.bytes, sha256: input.sha256 });
@@ -307,12 +310,18 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     const q = parse(GetFilesQuerySchema, req.query, 'query');
     const session = service.sessions.get(req.caller.team, id);
     const include = checkCollect(q.include === undefined ? undefined : Array.isArray(q.include) ? q.include : [q.include]);
-    const f = service.team(session.team).files;
-    // Checked entry by entry on the way out, never stored: a link planted in /scratch that points outside
-    // it ends the download with an error instead of being followed.
-    const { output, done } = sanitizeTar((await session.handle.getArchive()) as AsyncIterable<Buffer>, { limits: { maxBytes: f.maxArtifactBytes, maxEntries: f.maxEntries }, stripComponents: 1, include });
-    done.catch((err: unknown) => req.log.warn({ err, sessionId: id }, 'session files refused'));
-    return reply.type('application/x-tar').header('content-disposition', `attachment; filename="${id}.tar"`).header('cache-control', 'no-store').send(output);
+    // Checked entry by entry into a file first, then sent: a refused entry (a link planted in /scratch that
+    // points outside it, say) is a clear 400 naming it, never a download cut short.
+    const staged = await service.sessionFiles(session, include);
+    const stream = createReadStream(staged.path);
+    stream.on('close', () => service.staging.release(staged));
+    return reply
+      .type('application/x-tar')
+      .header('content-length', String(staged.bytes))
+      .header('content-disposition', `attachment; filename="${id}.tar"`)
+      .header('x-execgate-sha256', staged.sha256)
+      .header('cache-control', 'no-store')
+      .send(stream);
   });
 
   app.get('/v1/approvals', { config: { role: 'approve' } }, async (req) => {

@@ -9,7 +9,8 @@ import { demuxDockerStream } from './demux.js';
 import { WarmPool, type WarmContainer } from './pool.js';
 import { BOOTSTRAP, MarkerScanner, encodeLine, warmScript } from './warm.js';
 import { ArchiveError } from '../files/archive.js';
-import { DockerSession, SESSION_BOOTSTRAP, type SessionHandle } from './session.js';
+import { DockerSession, SESSION_KEEPER, type SessionHandle } from './session.js';
+import { DockerDemuxer } from './demux.js';
 import { SCRATCH_DIR, type ReadyState, type RunEvent, type RunResult, type RunSpec, type Runner, type SessionSpec } from './types.js';
 
 export interface DockerRunnerOptions {
@@ -52,6 +53,34 @@ export interface PoolTemplate {
 /** Everything fixed when a container is created; two runs with the same key can use the same warm pool. */
 export function poolKey(team: string, s: SandboxSettings, mounts: readonly AllowedPath[], network: string, imageId: string): string {
   return JSON.stringify([team, imageId, s.runtime, network, s.memoryMb, s.cpus, s.pidsLimit, s.tmpfsMb, s.user, mounts.map((m) => [m.path, m.readOnly])]);
+}
+
+/** The keeper's first line on stdout: its pid. */
+function firstLine(stream: NodeJS.ReadWriteStream, timeoutMs: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const demux = new DockerDemuxer();
+    let text = '';
+    const done = (err?: Error, pid?: number) => {
+      clearTimeout(timer);
+      stream.off('data', onData);
+      stream.off('end', onEnd);
+      if (err) reject(err);
+      else resolve(pid!);
+    };
+    const onData = (c: Buffer) => {
+      for (const f of demux.push(c)) if (f.stream === 'stdout') text += f.data.toString();
+      const nl = text.indexOf('\n');
+      if (nl >= 0) {
+        const pid = Number(text.slice(0, nl));
+        if (Number.isInteger(pid) && pid > 1) done(undefined, pid);
+        else done(new Error(`the session shell did not start (${JSON.stringify(text.slice(0, 80))})`));
+      }
+    };
+    const onEnd = () => done(new Error('the session container stopped at start'));
+    const timer = setTimeout(() => done(new Error('the session shell did not start in time')), timeoutMs);
+    stream.on('data', onData);
+    stream.on('end', onEnd);
+  });
 }
 
 function waitFor(container: Docker.Container): Promise<{ StatusCode: number | null; err?: unknown }> {
@@ -338,7 +367,7 @@ export class DockerRunner implements Runner {
     const runSpec: RunSpec = {
       execId: spec.sessionId,
       team: spec.team,
-      command: SESSION_BOOTSTRAP,
+      command: SESSION_KEEPER,
       cwd: SCRATCH_DIR,
       env: {},
       stdin: Buffer.alloc(0),
@@ -353,9 +382,10 @@ export class DockerRunner implements Runner {
       container = await this.docker.createContainer(containerSpec(runSpec, this.instance, this.now(), network, imageId));
       const stream = (await container.attach({ stream: true, stdout: true, stderr: true, stdin: true, hijack: true })) as NodeJS.ReadWriteStream;
       await container.start();
+      const keeperPid = await firstLine(stream, 10_000);
       const c = container;
       let closing: Promise<void> | undefined;
-      return new DockerSession(c, spec.sandbox.image, imageId, stream, spec.sandbox.user, this.log.child({ sessionId: spec.sessionId }), () => {
+      return new DockerSession(c, spec.sandbox.image, imageId, stream, keeperPid, spec.sandbox.user, this.log.child({ sessionId: spec.sessionId }), () => {
         closing ??= new Promise<void>((resolve) => {
           this.removeInBackground(c, spec.sessionId, undefined);
           // removeInBackground drops the session id from activeExecs when done; wait for that.

@@ -1,18 +1,26 @@
-import { randomBytes } from 'node:crypto';
+import type { Duplex } from 'node:stream';
 import type Docker from 'dockerode';
 import type { Logger } from 'pino';
-import { demuxDockerStream, type Frame } from './demux.js';
-import { MarkerScanner, encodeLine } from './warm.js';
-import { SCRATCH_DIR, type RunEvent, type RunResult } from './types.js';
+import { DockerDemuxer } from './demux.js';
+import type { RunEvent, RunResult } from './types.js';
 
 /**
- * The shell a session container runs: like the warm bootstrap, but in a loop, so one container takes many
- * commands. Its stdin stays attached for the session's life and carries nothing but command lines.
+ * What a session container runs: a shell that prints its pid and then waits on an attached stdin the service
+ * never writes to, so it lives until the session is closed (stdin closed) or the container is removed.
+ * Commands do not go through it: each one is its own `docker exec`, with its own stdin, stdout and stderr and
+ * its exit code from Docker. Nothing a command does to the keeper's stdin can reach another command.
  */
-export const SESSION_BOOTSTRAP = `while IFS= read -r line; do s=$(printf '%b' "$line"); eval "$s"; done; exit 0`;
+export const SESSION_KEEPER = `echo "$$"; while :; do IFS= read -r _ || exit 0; done`;
 
-/** Largest stdin a session command takes: it travels inside the command line, read byte by byte by sh. */
-export const SESSION_STDIN_MAX = 64 * 1024;
+/** Largest stdin a session command takes (it is held in memory while the command waits for approval). */
+export const SESSION_STDIN_MAX = 4 * 1024 * 1024;
+
+/** After a kill, how long the command may take to go before the whole session is ended instead. */
+const KILL_GRACE_MS = 5_000;
+/** After the command's process exits, how long to keep reading output its background children may hold. */
+const OUTPUT_GRACE_MS = 200;
+/** How often to ask Docker whether the command's process is still running. */
+const POLL_MS = 100;
 
 export interface SessionCommand {
   command: string;
@@ -24,52 +32,45 @@ export interface SessionCommand {
 }
 
 const shellQuote = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
-const octal = (bytes: Buffer): string => {
-  let out = '';
-  for (const b of bytes) out += `\\0${b.toString(8).padStart(3, '0')}`;
-  return out;
-};
 
 /**
- * One command of a session. It runs in the background of the session shell with a tag in its environment
- * (EXECGATE_RUN), which every process it starts inherits, so a time-out can find and kill all of them —
- * also those that left the process group or double-forked — and leave the session shell alone. Its stdin is
- * the request's stdin or /dev/null, never the session's command channel.
+ * Kills every process in the container except PID 1 (docker-init), the keeper and itself: a session runs one
+ * command at a time, so that is the command and everything it started, however it detached (setsid, double
+ * fork, a cleared environment). Processes of earlier commands left running in the background go too. Pure
+ * sh and /proc.
  */
-export function sessionScript(cmd: SessionCommand, nonce: string, tag: string): string {
-  const exports = Object.entries({ ...cmd.env, EXECGATE_RUN: tag }).map(([k, v]) => `export ${shellQuote(`${k}=${v}`)}`);
-  const inner = [`cd -- ${shellQuote(cmd.cwd)}`, ...exports, `exec /bin/sh -c ${shellQuote(cmd.command)}`].join(' && ');
-  const input = cmd.stdin !== undefined && cmd.stdin.length > 0 ? `printf '%b' '${octal(cmd.stdin)}' | ` : '';
-  const stdin = input === '' ? ' </dev/null' : '';
-  return `${input}(${inner})${stdin} & wait $!; __rc=$?; printf '%s:%d\\n' ${nonce} "$__rc"; printf '%s:%d\\n' ${nonce} "$__rc" >&2`;
-}
-
-/**
- * Kills every process carrying the tag, run with `docker exec` as the sandbox user: sh, /proc and grep (the
- * image needs grep for session time-outs; without it the session itself is ended instead).
- */
-export function killScript(tag: string): string {
-  return `n=0; for e in /proc/[0-9]*/environ; do p=\${e#/proc/}; p=\${p%/environ}; if grep -qa "EXECGATE_RUN=${tag}" "$e" 2>/dev/null; then kill -KILL "$p" 2>/dev/null && n=$((n+1)); fi; done; echo "$n"`;
+export function killScript(keeperPid: number): string {
+  return `for d in /proc/[0-9]*; do p=\${d#/proc/}; case "$p" in 1|${keeperPid}|$$) continue;; esac; kill -KILL "$p" 2>/dev/null; done; exit 0`;
 }
 
 export interface SessionHandle {
   readonly containerId: string;
   readonly imageId: string;
-  /** False once the container has gone (ended, killed, or its shell exited). */
+  /** False once the container has gone (ended, killed, or its keeper exited). */
   readonly alive: boolean;
   run(cmd: SessionCommand, signal: AbortSignal): AsyncGenerator<RunEvent, RunResult, void>;
-  putArchive(tar: NodeJS.ReadableStream | Buffer): Promise<void>;
-  /** Docker's tar of /scratch (or a path under it), entries prefixed with the last component. */
-  getArchive(path?: string): Promise<NodeJS.ReadableStream>;
+  /** Extracts a (checked) tar into /scratch as the sandbox user. */
+  putArchive(tar: NodeJS.ReadableStream | Buffer, timeoutMs: number): Promise<void>;
+  /** A tar of /scratch made by the sandbox user, entries prefixed `scratch/` like Docker's archive API. */
+  getArchive(timeoutMs: number): Promise<NodeJS.ReadableStream>;
   close(): Promise<void>;
+}
+
+interface ExecInfo {
+  Running: boolean;
+  ExitCode: number | null;
 }
 
 /**
  * A long-lived sandbox: same container settings as a one-shot run (plus /scratch), one command at a time.
  * Created by DockerRunner.openSession, which owns labels, removal and the reaper's view of it.
+ *
+ * Files go in and out with `tar` run by `docker exec` as the sandbox user, not with Docker's archive API:
+ * dockerd runs that as root and follows links the sandbox may have planted in /scratch (into a read-only
+ * mount, say), while the sandbox user's tar can only reach what the sandbox could reach anyway. Session
+ * file transfer therefore needs `tar` in the image.
  */
 export class DockerSession implements SessionHandle {
-  private readonly frames: AsyncIterator<Frame>;
   private busy = false;
   private ended = false;
 
@@ -77,15 +78,16 @@ export class DockerSession implements SessionHandle {
     private readonly container: Docker.Container,
     readonly image: string,
     readonly imageId: string,
-    private readonly stream: NodeJS.ReadWriteStream,
+    private readonly keeper: NodeJS.ReadWriteStream,
+    private readonly keeperPid: number,
     private readonly user: string,
     private readonly log: Logger,
     private readonly onClose: () => Promise<void>,
   ) {
-    this.frames = demuxDockerStream(stream as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
-    stream.on('error', (err) => this.log.debug({ err }, 'session stream error'));
-    stream.on('close', () => (this.ended = true));
-    stream.on('end', () => (this.ended = true));
+    keeper.on('error', (err) => this.log.debug({ err }, 'session keeper stream error'));
+    (keeper as unknown as { resume(): void }).resume(); // it prints nothing more; flowing, so 'end' is seen
+    keeper.on('close', () => (this.ended = true));
+    keeper.on('end', () => (this.ended = true));
   }
 
   get containerId(): string {
@@ -96,15 +98,19 @@ export class DockerSession implements SessionHandle {
     return !this.ended;
   }
 
-  private async killTagged(tag: string): Promise<void> {
-    const exec = await this.container.exec({ Cmd: ['/bin/sh', '-c', killScript(tag)], User: this.user, AttachStdout: false, AttachStderr: false });
-    await exec.start({ Detach: true });
-    // Detached: wait for it to finish so the caller knows the processes are gone.
-    for (let i = 0; i < 100; i++) {
-      const info = (await exec.inspect()) as { Running: boolean };
-      if (!info.Running) return;
-      await new Promise((r) => setTimeout(r, 20));
-    }
+  /** Starts a process in the session as the sandbox user; its stream carries Docker's multiplexed stdout/stderr. */
+  private async spawn(argv: string[], withStdin: boolean): Promise<{ exec: Docker.Exec; stream: Duplex }> {
+    const exec = await this.container.exec({ Cmd: argv, User: this.user, WorkingDir: '/', AttachStdin: withStdin, AttachStdout: true, AttachStderr: true, Tty: false });
+    const stream = await exec.start({ hijack: true, stdin: withStdin });
+    stream.on('error', (err) => this.log.debug({ err }, 'session exec stream error'));
+    return { exec, stream };
+  }
+
+  private async killAll(): Promise<void> {
+    const { exec, stream } = await this.spawn(['/bin/sh', '-c', killScript(this.keeperPid)], false);
+    stream.resume();
+    for (let i = 0; i < 50 && ((await exec.inspect()) as ExecInfo).Running; i++) await sleep(POLL_MS);
+    stream.destroy();
   }
 
   async *run(cmd: SessionCommand, signal: AbortSignal): AsyncGenerator<RunEvent, RunResult, void> {
@@ -114,14 +120,15 @@ export class DockerSession implements SessionHandle {
     if (this.busy) return { ...finish(), error: { code: 'session_busy', message: 'the session is running another command' } };
     if (this.ended) return { ...finish(), error: { code: 'session_ended', message: 'the session has ended' } };
     this.busy = true;
-    const nonce = randomBytes(16).toString('hex');
-    const tag = randomBytes(12).toString('hex');
-    const scanners = { stdout: new MarkerScanner(nonce), stderr: new MarkerScanner(nonce) };
+    const script = `cd -- ${shellQuote(cmd.cwd)} && exec /bin/sh -c ${shellQuote(cmd.command)}`;
+    const env = Object.entries(cmd.env).map(([k, v]) => `export ${shellQuote(`${k}=${v}`)}`);
     let killing: Promise<void> | undefined;
+    let killedAt = 0;
     const kill = (why: string): void => {
       if (killing) return;
-      this.log.debug({ why }, 'killing session command');
-      killing = this.killTagged(tag).catch((err: unknown) => this.log.warn({ err }, 'could not kill a session command'));
+      this.log.debug({ why }, 'killing the session command');
+      killedAt = Date.now();
+      killing = this.killAll().catch((err: unknown) => this.log.warn({ err }, 'could not kill a session command'));
     };
     const onAbort = (): void => kill('client disconnected');
     const timer = setTimeout(() => {
@@ -129,92 +136,164 @@ export class DockerSession implements SessionHandle {
       kill('time-out');
     }, cmd.timeoutMs);
     signal.addEventListener('abort', onAbort, { once: true });
+    let exec: Docker.Exec | undefined;
+    let stream: Duplex | undefined;
     try {
-      this.stream.write(encodeLine(sessionScript(cmd, nonce, tag)));
+      ({ exec, stream } = await this.spawn(['/bin/sh', '-c', [...env, script].join('\n')], cmd.stdin !== undefined));
+      if (cmd.stdin !== undefined) stream.end(cmd.stdin);
       yield { type: 'started', containerId: this.container.id, image: this.image, imageId: this.imageId };
+
+      // Output until the stream ends, or until the process has exited and its background children (which may
+      // hold stdout open for ever) have had a moment to finish writing.
+      const queue: Buffer[] = [];
+      let wake: (() => void) | undefined;
+      let streamDone = false;
+      const notify = () => {
+        wake?.();
+        wake = undefined;
+      };
+      stream.on('data', (c: Buffer) => {
+        queue.push(c);
+        if (queue.length > 16) stream!.pause();
+        notify();
+      });
+      stream.on('end', () => ((streamDone = true), notify()));
+      stream.on('close', () => ((streamDone = true), notify()));
+      let exitedAt = 0;
+      const poller = setInterval(() => {
+        exec!.inspect().then(
+          (i: ExecInfo) => {
+            if (!i.Running && exitedAt === 0) {
+              exitedAt = Date.now();
+              notify();
+            }
+          },
+          () => undefined,
+        );
+        notify();
+      }, POLL_MS);
+      const demux = new DockerDemuxer();
       let total = 0;
-      for (;;) {
-        const next = await this.frames.next();
-        if (next.done) {
-          this.ended = true;
-          return { ...finish(), error: { code: 'session_ended', message: 'the session container stopped during the command' } };
-        }
-        const frame = next.value;
-        const data = scanners[frame.stream].push(frame.data);
-        if (data.length > 0 && !result.truncated) {
-          const room = cmd.maxOutputBytes - total;
-          if (data.length > room) {
-            if (room > 0) yield { type: 'output', stream: frame.stream, data: data.subarray(0, room) };
-            total = cmd.maxOutputBytes;
-            result.truncated = true;
-            kill('output cap');
-          } else {
-            total += data.length;
-            yield { type: 'output', stream: frame.stream, data };
+      try {
+        for (;;) {
+          const chunk = queue.shift();
+          if (chunk) {
+            if (queue.length < 4) stream.resume();
+            for (const frame of demux.push(chunk)) {
+              if (result.truncated) continue;
+              const room = cmd.maxOutputBytes - total;
+              if (frame.data.length > room) {
+                if (room > 0) yield { type: 'output', stream: frame.stream, data: frame.data.subarray(0, room) };
+                total = cmd.maxOutputBytes;
+                result.truncated = true;
+                kill('output cap');
+              } else {
+                total += frame.data.length;
+                yield { type: 'output', stream: frame.stream, data: frame.data };
+              }
+            }
+            continue;
           }
+          if (streamDone) break;
+          if (exitedAt > 0 && Date.now() - exitedAt > OUTPUT_GRACE_MS) break;
+          if (killedAt > 0 && Date.now() - killedAt > KILL_GRACE_MS) {
+            // The kill did not end it (or could not run): the session cannot be trusted to be idle; end it.
+            this.log.warn('a session command outlived its kill; ending the session');
+            await this.close();
+            return { ...finish(), error: { code: 'session_ended', message: 'the command could not be stopped, so the session was ended' } };
+          }
+          if (this.ended) return { ...finish(), error: { code: 'session_ended', message: 'the session container stopped during the command' } };
+          await new Promise<void>((r) => (wake = r));
         }
-        if (scanners.stdout.done && scanners.stderr.done) break;
+      } finally {
+        clearInterval(poller);
       }
       await killing;
-      result.exitCode = scanners.stdout.exitCode ?? null;
+      if (this.ended) return { ...finish(), error: { code: 'session_ended', message: 'the session ended during the command' } };
+      const info = (await exec.inspect()) as ExecInfo;
+      result.exitCode = info.Running ? null : info.ExitCode;
+      if (result.exitCode === null && !result.timedOut && !result.truncated) {
+        return { ...finish(), error: { code: 'runner_failed', message: 'the command ended without an exit code' } };
+      }
       return finish();
+    } catch (err) {
+      if (this.ended) return { ...finish(), error: { code: 'session_ended', message: 'the session has ended' } };
+      return { ...finish(), error: { code: 'runner_failed', message: (err as Error).message } };
     } finally {
       clearTimeout(timer);
       signal.removeEventListener('abort', onAbort);
-      // A consumer that stopped early leaves the command running: kill it, and drain to its markers so the
-      // next command's output starts clean.
-      if (!(scanners.stdout.done && scanners.stderr.done) && !this.ended) {
+      // A consumer that stopped early leaves the command running: it must not outlive its request.
+      if (exec && ((await exec.inspect().catch(() => ({ Running: false }))) as ExecInfo).Running) {
         kill('abandoned');
         await killing;
-        await this.drainTo(scanners);
       }
+      stream?.destroy();
       this.busy = false;
     }
   }
 
-  private async drainTo(scanners: Record<'stdout' | 'stderr', MarkerScanner>): Promise<void> {
-    const deadline = Date.now() + 10_000;
-    while (!(scanners.stdout.done && scanners.stderr.done) && Date.now() < deadline) {
-      const next = await this.frames.next();
-      if (next.done) {
-        this.ended = true;
-        return;
+  /** Runs `argv` with `input` on stdin (if any) and collects stderr; rejects on a non-zero exit or the deadline. */
+  private async tarExec(argv: string[], input: NodeJS.ReadableStream | Buffer | undefined, timeoutMs: number, sink?: NodeJS.WritableStream): Promise<void> {
+    const { exec, stream } = await this.spawn(argv, input !== undefined);
+    const demux = new DockerDemuxer();
+    const stderr: Buffer[] = [];
+    let stderrBytes = 0;
+    const ended = new Promise<void>((resolve) => {
+      stream.on('end', resolve);
+      stream.on('close', resolve);
+    });
+    stream.on('data', (c: Buffer) => {
+      for (const f of demux.push(c)) {
+        if (f.stream === 'stdout') {
+          // Backpressure: the reader of the archive sets the pace of tar.
+          if (sink && !sink.write(f.data)) {
+            stream.pause();
+            sink.once('drain', () => stream.resume());
+          }
+        } else if (stderrBytes < 4096) {
+          stderr.push(f.data);
+          stderrBytes += f.data.length;
+        }
       }
-      scanners[next.value.stream].push(next.value.data);
-    }
-  }
-
-  async putArchive(tar: NodeJS.ReadableStream | Buffer): Promise<void> {
-    await this.container.putArchive(tar as Buffer, { path: SCRATCH_DIR, noOverwriteDirNonDir: 'true' });
-  }
-
-  /**
-   * The session is frozen (docker pause) while Docker reads /scratch, so no process in it can swap a file for
-   * a link mid-copy; it thaws when the stream ends, fails or is closed.
-   */
-  async getArchive(path = SCRATCH_DIR): Promise<NodeJS.ReadableStream> {
-    await this.container.pause();
-    let thawed = false;
-    const thaw = () => {
-      if (thawed) return;
-      thawed = true;
-      this.container.unpause().catch((err: unknown) => this.log.warn({ err }, 'could not unpause the session'));
-    };
+    });
+    if (Buffer.isBuffer(input)) stream.end(input);
+    else if (input) input.pipe(stream);
+    const timer = setTimeout(() => stream.destroy(new Error('timed out')), timeoutMs);
     try {
-      const stream = (await this.container.getArchive({ path })) as NodeJS.ReadableStream;
-      stream.once('end', thaw);
-      stream.once('close', thaw);
-      stream.once('error', thaw);
-      return stream;
-    } catch (err) {
-      thaw();
-      throw err;
+      await ended;
+    } finally {
+      clearTimeout(timer);
     }
+    let info = (await exec.inspect()) as ExecInfo;
+    for (let i = 0; i < 20 && info.Running; i++) {
+      await sleep(50);
+      info = (await exec.inspect()) as ExecInfo;
+    }
+    if (info.Running || info.ExitCode !== 0) {
+      const why = Buffer.concat(stderr).toString('utf8').trim() || (info.Running ? 'did not finish in time' : `exit code ${info.ExitCode}`);
+      throw Object.assign(new Error(`${argv[0]} in the session failed: ${why}`), { code: 'session_files_failed' });
+    }
+  }
+
+  async putArchive(tar: NodeJS.ReadableStream | Buffer, timeoutMs: number): Promise<void> {
+    await this.tarExec(['tar', '-x', '-f', '-', '-C', '/scratch'], tar, timeoutMs);
+  }
+
+  async getArchive(timeoutMs: number): Promise<NodeJS.ReadableStream> {
+    const { PassThrough } = await import('node:stream');
+    const out = new PassThrough();
+    this.tarExec(['tar', '-c', '-f', '-', '-C', '/', 'scratch'], undefined, timeoutMs, out).then(
+      () => out.end(),
+      (err: unknown) => out.destroy(err as Error),
+    );
+    return out;
   }
 
   async close(): Promise<void> {
     this.ended = true;
-    this.stream.end();
+    this.keeper.end();
     await this.onClose();
   }
 }
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

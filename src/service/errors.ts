@@ -32,6 +32,7 @@ export const ERROR_STATUS = {
   docker_unavailable: 503,
   not_ready: 503,
   shutting_down: 503,
+  runner_failed: 502,
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_STATUS;

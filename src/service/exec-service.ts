@@ -505,12 +505,30 @@ export class ExecService {
     return this.artifacts.save(p.team.name, p.execId, output, done, { ttlMs: f.artifactTtlMs, maxStoreBytes: f.maxArtifactStoreMb * 1024 * 1024 });
   }
 
+  /** /scratch of a session as a checked tar in a staged file (the caller sends it and releases it). */
+  async sessionFiles(session: Session, include: string[] | undefined): Promise<StagedInput> {
+    const team = this.team(session.team);
+    const release = this.sessions.begin(session, team);
+    try {
+      const tar = await session.handle.getArchive(team.sandbox.timeoutMs);
+      const f = team.files;
+      const { output, done } = sanitizeTar(tar as AsyncIterable<Buffer>, { limits: { maxBytes: f.maxArtifactBytes, maxEntries: f.maxEntries }, stripComponents: 1, include });
+      return await this.staging.stageChecked(output, done);
+    } catch (err) {
+      if (err instanceof ArchiveError) throw new ServiceError('invalid_files', `session files: ${err.message}`, { entry: err.entry, reason: err.code, fields: [{ path: 'include', message: err.message }] });
+      if (err instanceof ServiceError) throw err;
+      throw new ServiceError('runner_failed', `could not read the session's files: ${(err as Error).message}`);
+    } finally {
+      release();
+    }
+  }
+
   /** A command in a session: files in first, then the command, then artifacts out, as a one-shot run does. */
   private async *runInSession(session: Session, p: PreparedExec, signal: AbortSignal, collect: ((tar: NodeJS.ReadableStream) => Promise<unknown>) | undefined): AsyncGenerator<RunEvent, RunResult, void> {
     const t0 = this.deps.clock.now();
     if (p.input) {
       try {
-        await session.handle.putArchive(createReadStream(p.input.path));
+        await session.handle.putArchive(createReadStream(p.input.path), p.timeoutMs);
       } catch (err) {
         return { exitCode: null, durationMs: this.deps.clock.now() - t0, timedOut: false, oomKilled: false, truncated: false, error: { code: 'runner_failed', message: `could not put the files into the session: ${(err as Error).message}` } };
       }
@@ -518,7 +536,7 @@ export class ExecService {
     const result = yield* session.handle.run({ command: p.plan.command, cwd: p.plan.cwd, env: p.plan.env, stdin: p.stdin, timeoutMs: p.timeoutMs, maxOutputBytes: session.sandbox.maxOutputBytes }, signal);
     if (collect && !result.error && !result.timedOut && !signal.aborted) {
       try {
-        result.collected = await collect(await session.handle.getArchive());
+        result.collected = await collect(await session.handle.getArchive(p.timeoutMs));
       } catch (err) {
         const e = err as Error & { code?: string; entry?: string };
         result.collectError = { code: err instanceof ArchiveError ? e.code! : 'collect_failed', message: e.message, entry: e.entry };

@@ -72,6 +72,26 @@ export class InputStaging {
     }
   }
 
+  /** Writes an already-checked stream (`done`: the checker's verdict) to a staged file. */
+  async stageChecked(output: NodeJS.ReadableStream, done: Promise<{ entries: number; bytes: number; files: string[] }>): Promise<StagedInput> {
+    const path = join(this.dir, `${randomBytes(12).toString('hex')}.tar`);
+    const hash = createHash('sha256');
+    let size = 0;
+    const meter = new Transform({
+      transform(chunk: Buffer, _enc, cb) {
+        hash.update(chunk);
+        size += chunk.length;
+        cb(null, chunk);
+      },
+    });
+    const [written, checked] = await Promise.allSettled([pipeline(output, meter, createWriteStream(path, { mode: 0o600 })), done]);
+    if (checked.status === 'rejected' || written.status === 'rejected') {
+      rmSync(path, { force: true });
+      throw checked.status === 'rejected' ? checked.reason : (written as PromiseRejectedResult).reason;
+    }
+    return { path, entries: checked.value.entries, bytes: size, sha256: hash.digest('hex'), names: checked.value.files.slice(0, NAMES_SHOWN) };
+  }
+
   release(input: StagedInput | undefined): void {
     if (input) rmSync(input.path, { force: true });
   }

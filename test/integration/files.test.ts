@@ -1,4 +1,5 @@
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import { readdirSync } from 'node:fs';
 import Docker from 'dockerode';
 import type { FastifyInstance } from 'fastify';
 import tar from 'tar-stream';
@@ -20,6 +21,7 @@ const TOKENS = { data: 'files-it-data-token', web: 'files-it-web-token' };
 const docker = new Docker();
 const instance = `it-${randomUUID().slice(0, 8)}`;
 const project = projectDir();
+const readOnly = projectDir('execgate-ro-');
 let app: FastifyInstance;
 let url: string;
 let runner: DockerRunner;
@@ -41,7 +43,7 @@ beforeAll(async () => {
       },
       agents: {
         defaults: {
-          toolPolicies: { exec: { mode: 'allowed', allowedPaths: [project.path], blockedPatterns: ['rm -rf', 'sudo'] } },
+          toolPolicies: { exec: { mode: 'allowed', allowedPaths: [project.path, { path: readOnly.path, readOnly: true }], blockedPatterns: ['rm -rf', 'sudo'] } },
           sandbox: { image: SANDBOX_IMAGE, runtime: TEST_RUNTIME, memoryMb: 256, timeoutMs: 30_000, pool: { size: 0 } },
           files: { scratchMb: 64, maxEntries: 2000 },
           sessions: { maxSessions: 3 },
@@ -64,6 +66,7 @@ afterAll(async () => {
   await service.sessions.closeAll();
   await runner.close();
   project.remove();
+  readOnly.remove();
 });
 
 const headers = (team: keyof typeof TOKENS = 'data', extra: Record<string, string> = {}) => ({ authorization: `Bearer ${TOKENS[team]}`, 'content-type': 'application/json', ...extra });
@@ -185,6 +188,8 @@ describe('files in, artifacts out (one-shot runs)', () => {
   });
 
   it('a files run leaves no container and no volume behind', async () => {
+    const volumes = async () => new Set(((await docker.listVolumes({ filters: { label: ['io.execgate.managed=true'] } })).Volumes ?? []).map((v) => v.Name));
+    const before = await volumes();
     const events = await exec({ command: 'echo x > a', files: { 'in.txt': 'x' }, collect: ['a'] });
     const id = (events.find((e) => e.type === 'started')!).containerId as string;
     for (let i = 0; i < 50; i++) {
@@ -192,8 +197,7 @@ describe('files in, artifacts out (one-shot runs)', () => {
       await new Promise((r) => setTimeout(r, 100));
     }
     expect(await docker.listContainers({ all: true, filters: { id: [id] } })).toEqual([]);
-    const volumes = (await docker.listVolumes({ filters: { label: ['io.execgate.managed=true'] } })).Volumes ?? [];
-    expect(volumes).toEqual([]);
+    expect([...(await volumes())].filter((v) => !before.has(v))).toEqual([]);
   });
 });
 
@@ -236,6 +240,57 @@ describe('sessions', () => {
     expect(timed.body).toMatchObject({ timedOut: true, exitCode: 137 });
     const after = await sessionExec(s.id, { command: 'cat state; ps -eo args | grep -c "^sleep 30[012]" || true' });
     expect(after.body).toMatchObject({ exitCode: 0, stdout: 'kept\n0\n' });
+    await fetch(`${url}/v1/sessions/${s.id}`, { method: 'DELETE', headers: bare() });
+  });
+
+  it('a time-out also kills what cleared its environment, double-forked or left its process group', async () => {
+    const s = await open();
+    const timed = await sessionExec(s.id, { command: '(env -i sleep 303 &) ; (setsid sleep 304 &) ; nohup sleep 305 >/dev/null 2>&1 & sleep 306', timeoutMs: 1500 });
+    expect(timed.body).toMatchObject({ timedOut: true });
+    const after = await sessionExec(s.id, { command: 'ps -eo args | grep -c "^sleep 30[3-6]" || true' });
+    expect(after.body).toMatchObject({ exitCode: 0, stdout: '0\n' });
+    await fetch(`${url}/v1/sessions/${s.id}`, { method: 'DELETE', headers: bare() });
+  });
+
+  it("a command cannot inject lines into the next command: each runs in its own exec, and the keeper's stdin is inert", async () => {
+    // At the runner, below the policy (which already refuses writing to /proc/1/fd/0 as spelled here): the
+    // protocol itself must hold against whatever a command manages to run.
+    const handle = await runner.openSession({ sessionId: `ses_${randomUUID()}`, team: 'data', mounts: config.teams.data!.policy.allowedPaths, sandbox: config.teams.data!.sandbox, scratchMb: 16, lifetimeMs: 60_000 });
+    const run = async (command: string) => {
+      const gen = handle.run({ command, cwd: '/scratch', env: {}, timeoutMs: 10_000, maxOutputBytes: 1 << 20 }, new AbortController().signal);
+      let out = '';
+      for (;;) {
+        const n = await gen.next();
+        if (n.done) return { out, result: n.value };
+        if (n.value.type === 'output') out += n.value.data.toString();
+      }
+    };
+    try {
+      // Every stdin in the container gets a line that would create a file if any shell ran it, plus a fake
+      // end-of-command marker. PID 1 and the keeper share the keeper's stdin pipe.
+      const poke = await run(`for f in /proc/[0-9]*/fd/0; do timeout 1 sh -c 'printf "touch /scratch/pwned\\n0123:0\\n" > "$1"' _ "$f" 2>/dev/null; done; echo poked`);
+      expect(poke.out).toBe('poked\n');
+      const next = await run('echo next; ls /scratch; exit 3');
+      expect(next).toMatchObject({ out: 'next\n', result: { exitCode: 3 } });
+      expect(handle.alive).toBe(true);
+    } finally {
+      await handle.close();
+    }
+  });
+
+  it('files put into a session go through tar as the sandbox user: a planted link into a read-only path does not write there', async () => {
+    const s = await open();
+    expect((await sessionExec(s.id, { command: `ln -s ${readOnly.path} r` })).body).toMatchObject({ exitCode: 0 });
+    // tar (as the sandbox user) replaces the link with the directory the archive names; whatever it did, the
+    // read-only host directory is untouched, which Docker's archive API (root, following the link) did not promise.
+    const put = await fetch(`${url}/v1/sessions/${s.id}/files`, { method: 'PUT', headers: headers(), body: JSON.stringify({ files: { 'r/evil': 'x' } }) });
+    expect([200, 400]).toContain(put.status);
+    expect(readdirSync(readOnly.path)).toEqual([]);
+    expect((await sessionExec(s.id, { command: `rm r/evil; rmdir r; ln -s ${readOnly.path} r` })).body).toMatchObject({ exitCode: 0 });
+    // And a link planted to get a host file out is refused by name on the way out.
+    const dl = await download(`/v1/sessions/${s.id}/files`);
+    expect(dl.status).toBe(400);
+    expect(JSON.parse(dl.body.toString()).error).toMatchObject({ code: 'invalid_files', reason: 'symlink_escape', entry: 'scratch/r' });
     await fetch(`${url}/v1/sessions/${s.id}`, { method: 'DELETE', headers: bare() });
   });
 

@@ -21,13 +21,16 @@ export default async function setup(): Promise<() => Promise<void>> {
     throw new Error(`integration tests need the sandbox image ${SANDBOX_IMAGE}; build it with \`npm run images\`.`);
   }
   const before = new Set((await docker.listContainers({ all: true })).map((c) => c.Id));
+  const volumesBefore = new Set(((await docker.listVolumes({ filters: { label: ['io.execgate.managed=true'] } })).Volumes ?? []).map((v) => v.Name));
   return async () => {
-    // No container may outlive the suite.
+    // No container, and no /scratch volume, may outlive the suite.
     const after = await docker.listContainers({ all: true, filters: { label: ['io.execgate.managed=true'] } });
     const leaked = after.filter((c) => !before.has(c.Id));
-    for (const c of leaked) await docker.getContainer(c.Id).remove({ force: true }).catch(() => undefined);
-    if (leaked.length > 0) {
-      throw new Error(`${leaked.length} execgate container(s) outlived the integration suite: ${leaked.map((c) => c.Id.slice(0, 12)).join(', ')}`);
+    for (const c of leaked) await docker.getContainer(c.Id).remove({ force: true, v: true }).catch(() => undefined);
+    const volumes = ((await docker.listVolumes({ filters: { label: ['io.execgate.managed=true'] } })).Volumes ?? []).filter((v) => !volumesBefore.has(v.Name));
+    for (const v of volumes) await docker.getVolume(v.Name).remove().catch(() => undefined);
+    if (leaked.length > 0 || volumes.length > 0) {
+      throw new Error(`execgate resources outlived the integration suite: ${leaked.length} container(s) ${leaked.map((c) => c.Id.slice(0, 12)).join(', ')}; ${volumes.length} volume(s)`);
     }
   };
 }
