@@ -1,8 +1,8 @@
-import { createReadStream, createWriteStream, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, type ReadStream } from 'node:fs';
+import { createReadStream, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, type ReadStream } from 'node:fs';
 import { join } from 'node:path';
-import { Transform, type Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
-import { createHash, randomBytes } from 'node:crypto';
+import type { Readable } from 'node:stream';
+import { randomBytes } from 'node:crypto';
+import { writeChecked } from './write-checked.js';
 
 export interface ArtifactInfo {
   execId: string;
@@ -54,21 +54,8 @@ export class ArtifactStore {
     const dir = this.teamDir(team);
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     const tmp = join(dir, `.${execId}.${randomBytes(4).toString('hex')}.part`);
-    const hash = createHash('sha256');
-    let bytes = 0;
-    const meter = new Transform({
-      transform(chunk: Buffer, _enc, cb) {
-        hash.update(chunk);
-        bytes += chunk.length;
-        cb(null, chunk);
-      },
-    });
     try {
-      // Both must settle before the catch below removes the file, or the writer could recreate it after.
-      const [written, check] = await Promise.allSettled([pipeline(tar, meter, createWriteStream(tmp, { mode: 0o600 })), checked]);
-      if (check.status === 'rejected') throw check.reason;
-      if (written.status === 'rejected') throw written.reason;
-      const result = check.value;
+      const { result, bytes, sha256 } = await writeChecked(tar, checked, tmp);
       const now = this.now();
       const info: ArtifactInfo = {
         execId,
@@ -76,7 +63,7 @@ export class ArtifactStore {
         bytes,
         files: result.files.length,
         names: result.files.slice(0, NAMES_SHOWN),
-        sha256: hash.digest('hex'),
+        sha256,
         createdAt: now,
         expiresAt: now + bounds.ttlMs,
       };

@@ -5,12 +5,11 @@ import { randomBytes } from 'node:crypto';
 import { createReadStream, realpathSync, statSync } from 'node:fs';
 import type { SandboxSettings } from '../config/load.js';
 import type { AllowedPath } from '../policy/types.js';
-import { demuxDockerStream } from './demux.js';
+import { DockerDemuxer, demuxDockerStream } from './demux.js';
 import { WarmPool, type WarmContainer } from './pool.js';
 import { BOOTSTRAP, MarkerScanner, encodeLine, warmScript } from './warm.js';
 import { ArchiveError } from '../files/archive.js';
 import { DockerSession, SESSION_KEEPER, type SessionHandle } from './session.js';
-import { DockerDemuxer } from './demux.js';
 import { SCRATCH_DIR, type ReadyState, type RunEvent, type RunResult, type RunSpec, type Runner, type SessionSpec } from './types.js';
 
 export interface DockerRunnerOptions {

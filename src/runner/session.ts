@@ -1,7 +1,8 @@
-import type { Duplex } from 'node:stream';
+import { PassThrough, type Duplex } from 'node:stream';
 import type Docker from 'dockerode';
 import type { Logger } from 'pino';
 import { DockerDemuxer } from './demux.js';
+import { commandScript } from './warm.js';
 import type { RunEvent, RunResult } from './types.js';
 
 /**
@@ -31,7 +32,6 @@ export interface SessionCommand {
   maxOutputBytes: number;
 }
 
-const shellQuote = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
 
 /**
  * Kills every process in the container except PID 1 (docker-init), the keeper and itself: a session runs one
@@ -85,7 +85,7 @@ export class DockerSession implements SessionHandle {
     private readonly onClose: () => Promise<void>,
   ) {
     keeper.on('error', (err) => this.log.debug({ err }, 'session keeper stream error'));
-    (keeper as unknown as { resume(): void }).resume(); // it prints nothing more; flowing, so 'end' is seen
+    keeper.resume(); // it prints nothing more; flowing, so 'end' is seen
     keeper.on('close', () => (this.ended = true));
     keeper.on('end', () => (this.ended = true));
   }
@@ -120,8 +120,6 @@ export class DockerSession implements SessionHandle {
     if (this.busy) return { ...finish(), error: { code: 'session_busy', message: 'the session is running another command' } };
     if (this.ended) return { ...finish(), error: { code: 'session_ended', message: 'the session has ended' } };
     this.busy = true;
-    const script = `cd -- ${shellQuote(cmd.cwd)} && exec /bin/sh -c ${shellQuote(cmd.command)}`;
-    const env = Object.entries(cmd.env).map(([k, v]) => `export ${shellQuote(`${k}=${v}`)}`);
     let killing: Promise<void> | undefined;
     let killedAt = 0;
     const kill = (why: string): void => {
@@ -139,7 +137,7 @@ export class DockerSession implements SessionHandle {
     let exec: Docker.Exec | undefined;
     let stream: Duplex | undefined;
     try {
-      ({ exec, stream } = await this.spawn(['/bin/sh', '-c', [...env, script].join('\n')], cmd.stdin !== undefined));
+      ({ exec, stream } = await this.spawn(['/bin/sh', '-c', commandScript(cmd)], cmd.stdin !== undefined));
       if (cmd.stdin !== undefined) stream.end(cmd.stdin);
       yield { type: 'started', containerId: this.container.id, image: this.image, imageId: this.imageId };
 
@@ -280,7 +278,6 @@ export class DockerSession implements SessionHandle {
   }
 
   async getArchive(timeoutMs: number): Promise<NodeJS.ReadableStream> {
-    const { PassThrough } = await import('node:stream');
     const out = new PassThrough();
     this.tarExec(['tar', '-c', '-f', '-', '-C', '/', 'scratch'], undefined, timeoutMs, out).then(
       () => out.end(),

@@ -17,13 +17,18 @@ export const BOOTSTRAP = `IFS= read -r line || exit 97; s=$(printf '%b' "$line")
 
 const shellQuote = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
 
+/** `cd` to the cwd, export the env, then exec the command under /bin/sh: every value single-quoted. */
+export function commandScript(spec: Pick<RunSpec, 'env' | 'cwd' | 'command'>): string {
+  const exports = Object.entries(spec.env).map(([k, v]) => `export ${shellQuote(`${k}=${v}`)}`);
+  return [`cd -- ${shellQuote(spec.cwd)}`, ...exports, `exec /bin/sh -c ${shellQuote(spec.command)}`].join(' && ');
+}
+
 /**
  * `hold`: after the markers the bootstrap shell stops itself (SIGSTOP; docker-init is PID 1, so it can), which
  * keeps the container and its /scratch volume alive until the service has copied the artifacts out.
  */
 export function warmScript(spec: Pick<RunSpec, 'env' | 'cwd' | 'command'> & Partial<RunSpec>, nonce: string, hold = false): string {
-  const exports = Object.entries(spec.env).map(([k, v]) => `export ${shellQuote(`${k}=${v}`)}`);
-  const inner = [`cd -- ${shellQuote(spec.cwd)}`, ...exports, `exec /bin/sh -c ${shellQuote(spec.command)}`].join(' && ');
+  const inner = commandScript(spec);
   const after = hold ? '; kill -STOP $$' : '';
   return `(${inner}); __rc=$?; printf '%s:%d\\n' ${nonce} "$__rc"; printf '%s:%d\\n' ${nonce} "$__rc" >&2${after}`;
 }

@@ -1,9 +1,8 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { createWriteStream, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Transform } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import type { TeamConfig } from '../config/load.js';
+import { writeChecked } from '../files/write-checked.js';
 import { ArchiveError, packFileMap, sanitizeTar, validateCollectPatterns, type FileMap } from '../files/archive.js';
 import { ServiceError } from './errors.js';
 
@@ -52,19 +51,8 @@ export class InputStaging {
         return { path, entries: packed.entries, bytes: packed.bytes, sha256: createHash('sha256').update(packed.tar).digest('hex'), names };
       }
       const { output, done } = sanitizeTar(source.tar, { limits, owner: ownerOf(team) });
-      const hash = createHash('sha256');
-      const meter = new Transform({
-        transform(chunk: Buffer, _enc, cb) {
-          hash.update(chunk);
-          cb(null, chunk);
-        },
-      });
-      // Both must settle before the catch below removes the file, or the writer could recreate it after.
-      const [written, checked] = await Promise.allSettled([pipeline(output, meter, createWriteStream(path, { mode: 0o600 })), done]);
-      if (checked.status === 'rejected') throw checked.reason;
-      if (written.status === 'rejected') throw written.reason;
-      const result = checked.value;
-      return { path, entries: result.entries, bytes: result.bytes, sha256: hash.digest('hex'), names: result.files.slice(0, NAMES_SHOWN) };
+      const { result, sha256 } = await writeChecked(output, done, path);
+      return { path, entries: result.entries, bytes: result.bytes, sha256, names: result.files.slice(0, NAMES_SHOWN) };
     } catch (err) {
       rmSync(path, { force: true });
       if (err instanceof ArchiveError) throw archiveProblem(err, field);
@@ -72,33 +60,15 @@ export class InputStaging {
     }
   }
 
-  /** Writes an already-checked stream (`done`: the checker's verdict) to a staged file. */
-  async stageChecked(output: NodeJS.ReadableStream, done: Promise<{ entries: number; bytes: number; files: string[] }>): Promise<StagedInput> {
+  /** Writes an already-checked stream (`done`: the checker's verdict) to a staged file; `bytes` is the tar's size. */
+  async stageChecked(output: NodeJS.ReadableStream, done: Promise<{ entries: number; files: string[] }>): Promise<StagedInput> {
     const path = join(this.dir, `${randomBytes(12).toString('hex')}.tar`);
-    const hash = createHash('sha256');
-    let size = 0;
-    const meter = new Transform({
-      transform(chunk: Buffer, _enc, cb) {
-        hash.update(chunk);
-        size += chunk.length;
-        cb(null, chunk);
-      },
-    });
-    const [written, checked] = await Promise.allSettled([pipeline(output, meter, createWriteStream(path, { mode: 0o600 })), done]);
-    if (checked.status === 'rejected' || written.status === 'rejected') {
-      rmSync(path, { force: true });
-      throw checked.status === 'rejected' ? checked.reason : (written as PromiseRejectedResult).reason;
-    }
-    return { path, entries: checked.value.entries, bytes: size, sha256: hash.digest('hex'), names: checked.value.files.slice(0, NAMES_SHOWN) };
+    const { result, bytes, sha256 } = await writeChecked(output, done, path);
+    return { path, entries: result.entries, bytes, sha256, names: result.files.slice(0, NAMES_SHOWN) };
   }
 
   release(input: StagedInput | undefined): void {
     if (input) rmSync(input.path, { force: true });
-  }
-
-  /** Bytes staged now (for /metrics and tests). */
-  stagedBytes(): number {
-    return readdirSync(this.dir).reduce((n, f) => n + statSync(join(this.dir, f)).size, 0);
   }
 }
 
