@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { createWriteStream, rmSync } from 'node:fs';
+import { once } from 'node:events';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 
@@ -18,8 +19,12 @@ export async function writeChecked<R>(tar: NodeJS.ReadableStream, checked: Promi
       cb(null, chunk);
     },
   });
-  const [written, check] = await Promise.allSettled([pipeline(tar, meter, createWriteStream(path, { mode: 0o600 })), checked]);
+  const file = createWriteStream(path, { mode: 0o600 });
+  const [written, check] = await Promise.allSettled([pipeline(tar, meter, file), checked]);
   if (check.status === 'rejected' || written.status === 'rejected') {
+    // A destroyed write stream may still be opening its file (open is asynchronous): remove it only once
+    // the stream has closed, or the open would recreate it after the removal.
+    if (!file.closed) await once(file, 'close');
     rmSync(path, { force: true });
     throw check.status === 'rejected' ? check.reason : (written as PromiseRejectedResult).reason;
   }
