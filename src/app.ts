@@ -28,6 +28,7 @@ import multipart from '@fastify/multipart';
 import { createReadStream } from 'node:fs';
 import type { StateStore } from './service/state.js';
 import type { Runner } from './runner/types.js';
+import { registerMcp } from './http/mcp.js';
 
 export interface AppDeps {
   config: () => AppConfig;
@@ -388,6 +389,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     if (!r || (req.caller.visibleTeam !== null && r.team !== req.caller.visibleTeam)) throw new ServiceError('execution_not_found', `no execution ${id}`);
     return executionView(r);
   });
+
+  // The Model Context Protocol endpoint: the same service as tools for any MCP agent.
+  await registerMcp(app, deps);
 
   app.get('/v1/events', { config: { role: 'any' } }, async (req, reply) => {
     reply.hijack();

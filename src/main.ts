@@ -17,6 +17,8 @@ const USAGE = `execgate — a sandboxed exec gateway
 Usage:
   execgate serve [--config FILE] [--host H] [--port N]   run the service (EXECGATE_CONFIG = --config)
   execgate audit verify [--config FILE | --store DIR]    check the audit chain; names the first broken record
+  execgate exec [--url U] [--token T] [--cwd D] [--env K=V]... -- COMMAND...
+                                                         run a command through a running execgate (see execgate exec --help)
   execgate --help
 
 Signals: SIGHUP reloads the config file (a bad file is refused and the old one kept); SIGTERM drains.
@@ -191,6 +193,11 @@ async function main(): Promise<void> {
   switch (cmd) {
     case 'audit':
       return audit(rest);
+    case 'exec': {
+      const { execCommand } = await import('./cli/exec.js');
+      process.exitCode = await execCommand(rest, { stdout: process.stdout, stderr: process.stderr, env: process.env });
+      return;
+    }
     case 'serve':
     case undefined:
       return serve(rest);
