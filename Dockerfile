@@ -20,6 +20,9 @@ ENV NODE_ENV=production EXECGATE_CONFIG=/etc/execgate/config.yaml
 COPY --from=build /app/package.json /app/package-lock.json ./
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
+# The store (SQLite, staged inputs, artifacts): mount a volume here; the owner carries over to a new volume.
+RUN mkdir -p /var/lib/execgate && chown 10001:10001 /var/lib/execgate
+VOLUME /var/lib/execgate
 # Not root. To reach the Docker socket, add the socket's group at run time:
 #   docker run --group-add "$(stat -c %g /var/run/docker.sock)" ...
 USER 10001:10001

@@ -50,24 +50,11 @@ if ! have "$SANDBOX"; then
     || { cat /tmp/execgate-build.log >&2; exit 1; }
 fi
 
-if [ "$service" = 1 ]; then
-  if ! have "$NODE_BASE"; then
-    log "building $NODE_BASE (base + $(node --version))"
-    ctx=$(mktemp -d); cp "$(command -v node)" "$ctx/node"
-    printf 'FROM %s\nCOPY node /usr/local/bin/node\nCMD ["node"]\n' "$BASE" > "$ctx/Dockerfile"
-    docker build -q --network none -t "$NODE_BASE" "$ctx" >/dev/null; rm -rf "$ctx"
-  fi
-  if ! have execgate/execgate:latest; then
-    log "building execgate/execgate:latest from ./Dockerfile"
-    # Containers here may not reach the npm registry, so the context carries this checkout's node_modules.
-    ctx=$(mktemp -d /tmp/execgate-ctx.XXXXXX)
-    git ls-files -z --cached --others --exclude-standard | xargs -0 -I{} cp --parents {} "$ctx"/ 2>/dev/null || tar -c --exclude=node_modules --exclude=.git . | tar -C "$ctx" -x
-    rm -f "$ctx/.dockerignore"
-    npm run build --silent
-    cp -a dist "$ctx/dist"
-    (cd "$ctx" && npm ci --omit=dev --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null)
-    docker build -q --network none --build-arg BASE="$NODE_BASE" -t execgate/execgate:latest "$ctx" >/dev/null
-    rm -rf "$ctx"
-  fi
+if [ "$service" = 1 ] && ! have execgate/execgate:latest; then
+  log "building execgate/execgate:latest from ./Dockerfile"
+  ctx=$(mktemp -d /tmp/execgate-ctx.XXXXXX)
+  bash scripts/service-context.sh "$ctx"
+  docker build -q --network none --build-arg BASE="$NODE_BASE" -t execgate/execgate:latest "$ctx" >/dev/null
+  rm -rf "$ctx"
 fi
 log "ready: $(docker image ls --format '{{.Repository}}:{{.Tag}}' | grep '^execgate/' | tr '\n' ' ')"

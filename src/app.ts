@@ -29,6 +29,10 @@ import { createReadStream } from 'node:fs';
 import type { StateStore } from './service/state.js';
 import type { Runner } from './runner/types.js';
 import { registerMcp } from './http/mcp.js';
+import { docsHtml, openApiDocument, routeDoc } from './http/openapi.js';
+import { createRequire } from 'node:module';
+
+const VERSION = (createRequire(import.meta.url)('../package.json') as { version: string }).version;
 
 export interface AppDeps {
   config: () => AppConfig;
@@ -120,8 +124,16 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     if (role !== 'any') requireRole(req.caller, role);
   });
   app.addHook('onRoute', (route) => {
+    const role = (route.config as { role?: string } | undefined)?.role;
     // Every /v1 route must say which role it needs; a route that forgot would otherwise be public.
-    if (route.url.startsWith('/v1') && !(route.config as { role?: string } | undefined)?.role) throw new Error(`route ${route.method} ${route.url} declares no role`);
+    if (route.url.startsWith('/v1') && !role) throw new Error(`route ${route.method} ${route.url} declares no role`);
+    // And every route is in the OpenAPI table with that same role: the document cannot miss or misstate one.
+    for (const method of [route.method].flat()) {
+      if (method === 'HEAD') continue;
+      const doc = routeDoc(method, route.url);
+      if (!doc) throw new Error(`route ${method} ${route.url} is not described in src/http/openapi.ts`);
+      if ((doc.auth ?? undefined) !== role) throw new Error(`route ${method} ${route.url} needs role "${role ?? 'none'}" but openapi.ts says "${doc.auth ?? 'none'}"`);
+    }
   });
 
   app.get('/healthz', async () => ({ status: 'ok' }));
@@ -142,6 +154,10 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     if (!state.ok) return reply.code(503).send({ error: { code: 'not_ready', message: state.reason }, runtimes: state.runtimes, images: state.images });
     return { status: 'ready', runtimes: state.runtimes, images: state.images };
   });
+
+  const openapi = openApiDocument({ version: VERSION });
+  app.get('/openapi.json', async () => openapi);
+  app.get('/docs', async (_req, reply) => reply.type('text/html; charset=utf-8').header('content-security-policy', "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; frame-ancestors 'none'").send(docsHtml()));
 
   app.get('/metrics', async (_req, reply) => reply.type(service.metrics.contentType).send(await service.metrics.text()));
 

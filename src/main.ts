@@ -17,6 +17,9 @@ const USAGE = `execgate — a sandboxed exec gateway
 Usage:
   execgate serve [--config FILE] [--host H] [--port N]   run the service (EXECGATE_CONFIG = --config)
   execgate audit verify [--config FILE | --store DIR]    check the audit chain; names the first broken record
+  execgate config schema                                 print the config file's JSON Schema (for editors)
+  execgate config check FILE                             validate a config file; every problem with its path
+  execgate policy test FILE COMMAND [--team T] [--cwd D] the decision and why, without a server
   execgate exec [--url U] [--token T] [--cwd D] [--env K=V]... -- COMMAND...
                                                          run a command through a running execgate (see execgate exec --help)
   execgate --help
@@ -193,6 +196,16 @@ async function main(): Promise<void> {
   switch (cmd) {
     case 'audit':
       return audit(rest);
+    case 'config': {
+      const { configCommand } = await import('./cli/config.js');
+      process.exitCode = await configCommand(rest, { stdout: process.stdout, stderr: process.stderr });
+      return;
+    }
+    case 'policy': {
+      const { policyCommand } = await import('./cli/config.js');
+      process.exitCode = await policyCommand(rest, { stdout: process.stdout, stderr: process.stderr });
+      return;
+    }
     case 'exec': {
       const { execCommand } = await import('./cli/exec.js');
       process.exitCode = await execCommand(rest, { stdout: process.stdout, stderr: process.stderr, env: process.env });

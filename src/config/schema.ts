@@ -137,7 +137,8 @@ export type ResolvedAgentSettings = z.infer<typeof ResolvedAgentSettingsSchema>;
 export const RoleSchema = z.enum(['exec', 'approve', 'admin']);
 export type Role = z.infer<typeof RoleSchema>;
 
-const TeamNameSchema = z.string().regex(/^[a-z0-9][a-z0-9_-]{0,39}$/, 'team names are lowercase letters, digits, "-" and "_" (at most 40)');
+const TEAM_NAME = /^[a-z0-9][a-z0-9_-]{0,39}$/;
+const TeamNameSchema = z.string().regex(TEAM_NAME, 'team names are lowercase letters, digits, "-" and "_" (at most 40)');
 
 const TokenSchema = z
   .object({
@@ -178,6 +179,8 @@ export const ConfigFileSchema = z
               if (!r.success) ctx.addIssue({ code: 'custom', path: [name], message: r.error.issues[0]!.message });
             }
           })
+          // The same rule for editors (the JSON Schema): superRefine itself has no JSON Schema form.
+          .meta({ propertyNames: { pattern: TEAM_NAME.source } })
           .default({}),
       })
       .strict()

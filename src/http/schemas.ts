@@ -53,7 +53,8 @@ export const ExecBodySchema = z
     files: FilesSchema.optional().describe('Files written into /scratch before the command runs; the command then runs in /scratch unless cwd says otherwise'),
     collect: z.array(z.string().max(1024)).max(64).optional().describe('Globs of /scratch files returned after the command as an `artifact` event with a download URL'),
   })
-  .strict();
+  .strict()
+  .meta({ id: 'ExecRequest' });
 
 export const CheckBodySchema = z
   .object({

@@ -129,6 +129,26 @@ function describeStdin(stdin: Buffer | undefined): ExecPlan['stdin'] {
   };
 }
 
+/** Resolves cwd on the host: it must exist, and the policy judges its real path, never the string. */
+export function resolveCwd(team: TeamConfig, cwd: string | undefined): string {
+  const first = team.policy.allowedPaths[0]!.path;
+  if (cwd === undefined || cwd === '') return first;
+  const abs = isAbsolute(cwd) ? cwd : resolve(first, cwd);
+  // Outside every allowed path the policy denies it as it stands: whether it exists on the host is not
+  // something a caller may learn.
+  if (!team.policy.allowedPaths.some((p) => abs === p.path || abs.startsWith(`${p.path}/`))) return abs;
+  let real: string;
+  try {
+    real = realpathSync(abs);
+  } catch {
+    throw new ServiceError('invalid_request', `cwd "${cwd}" does not exist`, { fields: [{ path: 'cwd', message: 'does not exist' }] });
+  }
+  if (!statSync(real).isDirectory()) {
+    throw new ServiceError('invalid_request', `cwd "${cwd}" is not a directory`, { fields: [{ path: 'cwd', message: 'not a directory' }] });
+  }
+  return real;
+}
+
 /**
  * The exec pipeline without HTTP: policy → approval → sandbox, with history, events and one log line per
  * execution. Every path ends with exactly one terminal event (`exit`, `error` or `rejected`).
@@ -204,26 +224,6 @@ export class ExecService {
     this.events.publish(team, { type: 'safe_mode_changed', team, enabled, by });
   }
 
-  /** Resolves cwd on the host: it must exist, and the policy judges its real path, never the string. */
-  resolveCwd(team: TeamConfig, cwd: string | undefined): string {
-    const first = team.policy.allowedPaths[0]!.path;
-    if (cwd === undefined || cwd === '') return first;
-    const abs = isAbsolute(cwd) ? cwd : resolve(first, cwd);
-    // Outside every allowed path the policy denies it as it stands: whether it exists on the host is not
-    // something a caller may learn.
-    if (!team.policy.allowedPaths.some((p) => abs === p.path || abs.startsWith(`${p.path}/`))) return abs;
-    let real: string;
-    try {
-      real = realpathSync(abs);
-    } catch {
-      throw new ServiceError('invalid_request', `cwd "${cwd}" does not exist`, { fields: [{ path: 'cwd', message: 'does not exist' }] });
-    }
-    if (!statSync(real).isDirectory()) {
-      throw new ServiceError('invalid_request', `cwd "${cwd}" is not a directory`, { fields: [{ path: 'cwd', message: 'not a directory' }] });
-    }
-    return real;
-  }
-
   check(caller: Caller, req: { command: string; cwd?: string | undefined; interactive?: boolean | undefined; scratch?: boolean | undefined }): Decision {
     const team = this.team(caller.team);
     const scratch = req.scratch === true;
@@ -241,7 +241,7 @@ export class ExecService {
       const abs = posix.resolve(SCRATCH_DIR, cwd);
       if (abs === SCRATCH_DIR || abs.startsWith(`${SCRATCH_DIR}/`)) return abs;
     }
-    return this.resolveCwd(team, cwd);
+    return resolveCwd(team, cwd);
   }
 
   private decide(team: TeamConfig, command: string, cwd: string, interactive: boolean | undefined, scratch = false): Decision {
