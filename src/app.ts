@@ -30,9 +30,7 @@ import type { StateStore } from './service/state.js';
 import type { Runner } from './runner/types.js';
 import { registerMcp } from './http/mcp.js';
 import { docsHtml, openApiDocument, routeDoc } from './http/openapi.js';
-import { createRequire } from 'node:module';
-
-const VERSION = (createRequire(import.meta.url)('../package.json') as { version: string }).version;
+import { VERSION } from './version.js';
 
 export interface AppDeps {
   config: () => AppConfig;

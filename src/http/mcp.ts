@@ -1,5 +1,4 @@
 import { isUtf8 } from 'node:buffer';
-import { readFileSync } from 'node:fs';
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
@@ -7,6 +6,7 @@ import type { RequestHandlerExtra } from '@modelcontextprotocol/sdk/shared/proto
 import type { CallToolResult, RequestId, ServerNotification, ServerRequest } from '@modelcontextprotocol/sdk/types.js';
 import { z } from 'zod';
 import type { AppDeps } from '../app.js';
+import { VERSION } from '../version.js';
 import type { Decision } from '../policy/types.js';
 import { ServiceError } from '../service/errors.js';
 import type { Caller, PrepareOutcome } from '../service/exec-service.js';
@@ -27,13 +27,6 @@ type Extra = RequestHandlerExtra<ServerRequest, ServerNotification>;
 /** Progress is sent at least this often while a call waits (approval, quiet command), so clients that reset their timeout on progress keep waiting. */
 const HEARTBEAT_MS = 15_000;
 
-const VERSION = (() => {
-  try {
-    return (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version?: string }).version ?? '0.0.0';
-  } catch {
-    return '0.0.0';
-  }
-})();
 
 const INSTRUCTIONS = `execgate runs shell commands for you in short-lived, isolated sandbox containers.
 - Only the host directories listed by list_allowed_paths are visible, at the same paths; some are read-only. Each exec starts a fresh container: only files written into a read-write allowed path persist.

@@ -248,7 +248,7 @@ export const ROUTES: readonly RouteDoc[] = [
     summary: 'Model Context Protocol (Streamable HTTP, stateless): tools exec, check_command, list_allowed_paths',
     tag: 'mcp',
     auth: 'exec',
-    body: json(z.record(z.string(), z.unknown()).describe('a JSON-RPC 2.0 message')),
+    body: json(z.union([z.record(z.string(), z.unknown()), z.array(z.record(z.string(), z.unknown()))]).describe('a JSON-RPC 2.0 message, or a batch of them')),
     responses: { 200: { description: 'JSON-RPC answer, as JSON or an SSE stream (progress notifications, then the result)', content: { 'application/json': null, 'text/event-stream': null } } },
   },
   ...(['GET', 'DELETE'] as const).map(

@@ -67,8 +67,9 @@ describe('the OpenAPI document', () => {
     expect(ids.length).toBe(ROUTES.length);
     for (const ops of Object.values(doc.paths)) for (const op of Object.values(ops)) expect(Object.keys(op.responses).length).toBeGreaterThan(0);
     // Strict request schemas say so in the document: a client generator rejects unknown fields too.
-    const exec = doc.paths['/v1/exec']!.post as unknown as { requestBody: { content: Record<string, { schema: { additionalProperties?: boolean } }> } };
-    expect(exec.requestBody.content['application/json']!.schema.additionalProperties).toBe(false);
+    const exec = doc.paths['/v1/exec']!.post as unknown as { requestBody: { content: Record<string, { schema: { $ref: string } }> } };
+    expect(exec.requestBody.content['application/json']!.schema.$ref).toBe('#/components/schemas/ExecRequest');
+    expect(doc.components.schemas.ExecRequest).toMatchObject({ type: 'object', additionalProperties: false, required: ['command'] });
   });
 
   it('describes exactly the routes the app serves, with the roles they check', async () => {
