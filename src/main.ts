@@ -20,8 +20,8 @@ Usage:
   execgate config schema                                 print the config file's JSON Schema (for editors)
   execgate config check FILE                             validate a config file; every problem with its path
   execgate policy test FILE COMMAND [--team T] [--cwd D] the decision and why, without a server
-  execgate exec [--url U] [--token T] [--cwd D] [--env K=V]... -- COMMAND...
-                                                         run a command through a running execgate (see execgate exec --help)
+  execgate exec [--url U] [--token T] [--team T] [--cwd D] [--env K=V]... [--timeout MS] [--no-wait] -- COMMAND...
+                                                         run a command through a running execgate (execgate exec --help)
   execgate --help
 
 Signals: SIGHUP reloads the config file (a bad file is refused and the old one kept); SIGTERM drains.
