@@ -20,7 +20,7 @@ import {
   SessionBodySchema,
 } from './http/schemas.js';
 import { negotiate, startStream, writeEvent } from './http/streaming.js';
-import { ERROR_STATUS, ServiceError } from './service/errors.js';
+import { ERROR_STATUS, ServiceError, notApprovedCode } from './service/errors.js';
 import { approvalView, type ExecEvent, type ExecService, type PrepareOutcome } from './service/exec-service.js';
 import { checkCollect, type StagedInput } from './service/files.js';
 import { sessionView, type Session } from './service/sessions.js';
@@ -444,8 +444,7 @@ async function answerOnce(reply: FastifyReply, execId: string, events: AsyncGene
     else if (e.type === 'approval_pending') approvalId = e.approvalId;
     else if (e.type === 'stdout' || e.type === 'stderr') out[e.type].push(Buffer.from(e.data, e.encoding === 'base64' ? 'base64' : 'utf8'));
     else if (e.type === 'rejected') {
-      const code = e.reason === 'expired' ? 'approval_expired' : e.reason === 'withdrawn' ? 'approval_withdrawn' : 'approval_rejected';
-      throw new ServiceError(code, `not approved: ${e.reason}`, { execId, approvalId, reason: e.reason, by: e.by });
+      throw new ServiceError(notApprovedCode(e.reason), `not approved: ${e.reason}`, { execId, approvalId, reason: e.reason, by: e.by });
     } else if (e.type === 'error') {
       const status = ['docker_unavailable', 'image_missing', 'runtime_unavailable'].includes(e.code) ? 503 : (ERROR_STATUS as Record<string, number>)[e.code] ?? 500;
       return reply.code(status).send({ error: { code: e.code, message: e.message, execId } });

@@ -8,7 +8,8 @@ import { z } from 'zod';
 import type { AppDeps } from '../app.js';
 import { VERSION } from '../version.js';
 import type { Decision } from '../policy/types.js';
-import { ServiceError } from '../service/errors.js';
+import { ServiceError, notApprovedCode } from '../service/errors.js';
+import { ExecBodySchema } from './schemas.js';
 import type { Caller, PrepareOutcome } from '../service/exec-service.js';
 import type { AuthedCaller } from './auth.js';
 
@@ -33,23 +34,14 @@ const INSTRUCTIONS = `execgate runs shell commands for you in short-lived, isola
 - A policy checks every command before it runs. It is allowed (it runs), denied (the result says which part of the command and which rule; do not retry the same command — change it or ask the user), or needs a human's approval: the exec call then waits until someone approves or rejects it in execgate's dashboard.
 - check_command tells you the decision without running anything.`;
 
-const noNul = (s: string) => !s.includes('\0');
-
+// The same validation as POST /v1/exec (one schema), with descriptions written for an agent.
+const body = ExecBodySchema.shape;
 const ExecInput = {
-  command: z.string().min(1).max(65_536).describe('The command line, run with /bin/sh -c. Pipes, &&, ; and redirections work; every part is checked by the policy.'),
-  cwd: z
-    .string()
-    .max(4096)
-    .refine(noNul, 'must not contain NUL')
-    .optional()
-    .describe('Working directory: an absolute path inside an allowed path, or a path relative to the default working directory (see list_allowed_paths). Default: the default working directory.'),
-  env: z
-    .record(z.string().max(256), z.string().max(65_536).refine(noNul, 'must not contain NUL'))
-    .refine((e) => Object.keys(e).length <= 256, 'at most 256 variables')
-    .optional()
-    .describe('Extra environment variables, e.g. {"DEBUG": "1"}. Variables that change which program runs or what it loads (PATH, LD_PRELOAD, ...) are refused.'),
-  timeoutMs: z.number().int().positive().optional().describe("Stop the command after this many milliseconds. Capped by the team's limit (see list_allowed_paths)."),
-  stdin: z.string().max(4 * 1024 * 1024).optional().describe("Text written to the command's standard input, which is then closed. Part of what a human approves."),
+  command: body.command.describe('The command line, run with /bin/sh -c. Pipes, &&, ; and redirections work; every part is checked by the policy.'),
+  cwd: body.cwd.describe('Working directory: an absolute path inside an allowed path, or a path relative to the default working directory (see list_allowed_paths). Default: the default working directory.'),
+  env: body.env.describe('Extra environment variables, e.g. {"DEBUG": "1"}. Variables that change which program runs or what it loads (PATH, LD_PRELOAD, ...) are refused.'),
+  timeoutMs: body.timeoutMs.describe("Stop the command after this many milliseconds. Capped by the team's limit (see list_allowed_paths)."),
+  stdin: body.stdin.describe("Text written to the command's standard input, which is then closed. Part of what a human approves."),
 };
 
 const ExecOutput = {
@@ -69,7 +61,7 @@ const ExecOutput = {
 
 const CheckInput = {
   command: z.string().min(1).max(65_536).describe('The command line to judge, exactly as it would be given to exec.'),
-  cwd: z.string().max(4096).refine(noNul, 'must not contain NUL').optional().describe('The working directory it would run in (as for exec).'),
+  cwd: body.cwd.describe('The working directory it would run in (as for exec).'),
 };
 
 const SegmentOutput = z.object({
@@ -205,23 +197,27 @@ function errorResult(err: unknown, log: FastifyBaseLogger, reqId: string, execId
 /** Progress notifications for one call: a counter that only grows, nothing without a progress token. */
 class Progress {
   private count = 0;
-  private last = Date.now();
-  private readonly timer: NodeJS.Timeout | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private stopped = false;
   /** What the heartbeat says while nothing else is sent. */
   waiting = 'working';
 
   constructor(private readonly extra: Extra) {
-    if (extra._meta?.progressToken === undefined) return;
-    this.timer = setInterval(() => {
-      if (Date.now() - this.last >= HEARTBEAT_MS) void this.send(`still ${this.waiting}`);
-    }, HEARTBEAT_MS);
+    this.arm();
+  }
+
+  /** The heartbeat fires HEARTBEAT_MS after the last notification, whatever it was. */
+  private arm(): void {
+    if (this.extra._meta?.progressToken === undefined || this.stopped) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = setTimeout(() => void this.send(`still ${this.waiting}`), HEARTBEAT_MS);
     this.timer.unref();
   }
 
   async send(message: string): Promise<void> {
     const progressToken = this.extra._meta?.progressToken;
-    if (progressToken === undefined || this.extra.signal.aborted) return;
-    this.last = Date.now();
+    if (progressToken === undefined || this.extra.signal.aborted || this.stopped) return;
+    this.arm();
     try {
       await this.extra.sendNotification({ method: 'notifications/progress', params: { progressToken, progress: ++this.count, message } });
     } catch {
@@ -230,7 +226,8 @@ class Progress {
   }
 
   stop(): void {
-    if (this.timer) clearInterval(this.timer);
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
   }
 }
 
@@ -287,7 +284,7 @@ async function execTool(ctx: CallContext, args: { command: string; cwd?: string 
           await progress.send(`approved by ${e.by}${e.note ? `: ${e.note}` : ''}`);
           break;
         case 'rejected': {
-          const code = e.reason === 'expired' ? 'approval_expired' : e.reason === 'withdrawn' ? 'approval_withdrawn' : 'approval_rejected';
+          const code = notApprovedCode(e.reason);
           const why = e.reason === 'expired' ? 'nobody approved it in time' : e.reason === 'withdrawn' ? 'the request was withdrawn' : `rejected by ${e.by}: ${e.reason}`;
           return failure(code, `not approved (${why}); nothing ran${approvalId ? ` (approval ${approvalId})` : ''}`, p.execId);
         }

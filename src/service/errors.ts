@@ -51,3 +51,8 @@ export class ServiceError extends Error {
     return ERROR_STATUS[this.code];
   }
 }
+
+/** The error code of a `rejected` event's reason, the same for every interface (HTTP JSON, MCP, client). */
+export function notApprovedCode(reason: string): 'approval_expired' | 'approval_withdrawn' | 'approval_rejected' {
+  return reason === 'expired' ? 'approval_expired' : reason === 'withdrawn' ? 'approval_withdrawn' : 'approval_rejected';
+}

@@ -374,10 +374,12 @@ export class ExecService {
       const r = await resolution;
       signal.removeEventListener('abort', onAbort);
       if (!r.approved) {
-        const status = r.reason === 'expired' ? 'expired' : r.reason === 'withdrawn' ? 'withdrawn' : 'rejected';
+        const status = r.reason === 'expired' || r.reason === 'shutting_down' ? 'expired' : r.reason === 'withdrawn' ? 'withdrawn' : 'rejected';
         this.finishRecord(p, { status, rejectedReason: r.reason, approvedBy: r.by });
         log.info({ decision: 'ask', outcome: status, by: r.by }, 'exec not approved');
-        yield { type: 'rejected', reason: r.reason, by: r.by };
+        // Nobody said no: the service is stopping. Clients should retry elsewhere, not report a rejection.
+        if (r.reason === 'shutting_down') yield { type: 'error', code: 'shutting_down', message: 'the service shut down while the approval waited; retry on another instance' };
+        else yield { type: 'rejected', reason: r.reason, by: r.by };
         return;
       }
       // The configuration may have been reloaded while a human looked: decide again under the team's current

@@ -52,6 +52,23 @@ describe('approval flow', () => {
     expect(hist.json()).toMatchObject({ status: 'finished', approvedBy: 'alice', approvalId: approval.id, exitCode: 0 });
   });
 
+  it('a shutdown while an approval waits ends the stream with error shutting_down (retry elsewhere), not a rejection', async () => {
+    await setup();
+    const { response, approval } = await pendingExec({ command: 'echo later' });
+    const json = exec({ command: 'echo later too' }, TOKENS.agent, 'application/json');
+    for (let i = 0; i < 200 && t.service.approvals.pendingCount() < 2; i++) await new Promise((r) => setTimeout(r, 5));
+    t.service.approvals.expireAll('shutting_down');
+    const events = ndjson((await response).body);
+    expect(events.at(-1)).toEqual({ type: 'error', code: 'shutting_down', message: expect.stringMatching(/retry on another instance/) });
+    expect(events.some((e) => e.type === 'rejected')).toBe(false);
+    const once = await json;
+    expect(once.statusCode).toBe(503);
+    expect(once.json().error.code).toBe('shutting_down');
+    const hist = await t.app.inject({ url: `/v1/executions/${approval.execId}`, headers: auth(TOKENS.agent) });
+    expect(hist.json()).toMatchObject({ status: 'expired', rejectedReason: 'shutting_down' });
+    expect(t.runner.runs).toHaveLength(0);
+  });
+
   it('a rejection ends the stream with `rejected`, reason and who; nothing runs', async () => {
     await setup();
     const { response, approval } = await pendingExec({ command: 'make deploy' });
