@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import { ZodError, type z } from 'zod';
 import type { AppConfig } from './config/load.js';
 import type { Role } from './config/schema.js';
-import { authenticate, requireRole, type AuthedCaller } from './http/auth.js';
+import { authenticate, checkLoopbackRequest, requireRole, type AuthedCaller } from './http/auth.js';
 import { dashboardHtml } from './http/dashboard.js';
 import {
   ApprovalsQuerySchema,
@@ -117,6 +117,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   app.addHook('onRequest', async (req) => {
     const role = req.routeOptions.config?.role;
     if (!role) return;
+    checkLoopbackRequest(deps.config(), req.headers.host, req.headers.origin);
     const header = req.headers['x-execgate-team'];
     req.caller = authenticate(deps.config(), req.headers.authorization, Array.isArray(header) ? header[0] : header);
     if (role !== 'any') requireRole(req.caller, role);

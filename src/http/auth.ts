@@ -1,6 +1,6 @@
 import { timingSafeEqual } from 'node:crypto';
 import type { AppConfig, AuthToken } from '../config/load.js';
-import { DEFAULT_TEAM, sha256 } from '../config/load.js';
+import { DEFAULT_TEAM, isLoopback, sha256 } from '../config/load.js';
 import type { Role } from '../config/schema.js';
 import { ServiceError } from '../service/errors.js';
 import type { Caller } from '../service/exec-service.js';
@@ -44,4 +44,30 @@ function actingTeam(config: AppConfig, own: string, header: string | undefined, 
 export function requireRole(caller: AuthedCaller, role: Role): void {
   if (caller.admin || caller.roles.has(role)) return;
   throw new ServiceError('forbidden', `this token lacks the "${role}" role`);
+}
+
+/** The host name of a Host header or an Origin URL, without port or IPv6 brackets; null when unparsable. */
+function hostnameOf(value: string, isOrigin: boolean): string | null {
+  try {
+    const u = new URL(isOrigin ? value : `http://${value}`);
+    return u.hostname.replace(/^\[(.*)\]$/, '$1').toLowerCase();
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * With auth disabled (loopback only), anything that reaches the port is the admin, so a web page could use
+ * DNS rebinding (its own name resolving to 127.0.0.1) to drive /v1 and /mcp from the user's browser. The
+ * Host must then name a loopback address (or the configured host), and an Origin, when sent, too.
+ */
+export function checkLoopbackRequest(config: AppConfig, host: string | undefined, origin: string | undefined): void {
+  if (config.gateway.auth.enabled) return;
+  const allowed = (name: string | null) => name !== null && (isLoopback(name) || name === config.gateway.host.toLowerCase());
+  if (!allowed(hostnameOf(host ?? '', false))) {
+    throw new ServiceError('forbidden', `Host "${host ?? ''}" is not a loopback name; with auth disabled only loopback requests are served`);
+  }
+  if (origin !== undefined && (origin === 'null' || !allowed(hostnameOf(origin, true)))) {
+    throw new ServiceError('forbidden', `Origin "${origin}" is not a loopback origin; with auth disabled only loopback requests are served`);
+  }
 }

@@ -121,3 +121,26 @@ describe('no existence oracle for host paths', () => {
     }
   });
 });
+
+describe('with auth disabled, only loopback requests are served (no DNS rebinding from a browser)', () => {
+  const noAuth = () =>
+    testApp({ raw: (dir) => ({ gateway: { auth: { enabled: false } }, agents: { defaults: { toolPolicies: { exec: { mode: 'allowed', allowedPaths: [dir] } } } }, store: { path: `${dir}-store` } }) });
+  it.each([
+    ['a loopback Host', { host: '127.0.0.1:8787' }, 200],
+    ['localhost with a loopback Origin', { host: 'localhost:8787', origin: 'http://localhost:8787' }, 200],
+    ['IPv6 loopback', { host: '[::1]:8787' }, 200],
+    ['a rebound name', { host: 'attacker.example:8787' }, 403],
+    ['a loopback Host from a foreign page', { host: '127.0.0.1:8787', origin: 'https://attacker.example' }, 403],
+    ['an opaque origin', { host: '127.0.0.1:8787', origin: 'null' }, 403],
+  ])('%s → %s, on /v1 and on /mcp', async (_name, headers, status) => {
+    t = await noAuth();
+    const check = await t.app.inject({ method: 'POST', url: '/v1/policy/check', headers, payload: { command: 'ls' } });
+    expect(check.statusCode).toBe(status);
+    const mcp = await t.app.inject({ method: 'POST', url: '/mcp', headers: { ...headers, accept: 'application/json, text/event-stream' }, payload: { jsonrpc: '2.0', id: 1, method: 'tools/list' } });
+    if (status === 403) {
+      expect(mcp.statusCode).toBe(403);
+      expect(check.json().error.message).toMatch(/loopback/);
+    } else expect(mcp.statusCode).toBe(200);
+    expect(t.runner.runs).toHaveLength(0);
+  });
+});
