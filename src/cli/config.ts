@@ -1,3 +1,5 @@
+import { existsSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
 import { ConfigError, DEFAULT_TEAM, loadConfigFile, type AppConfig } from '../config/load.js';
@@ -31,21 +33,27 @@ export function configJsonSchema(): Record<string, unknown> {
 
 const CONFIG_USAGE = `Usage:
   execgate config schema                 print the config file's JSON Schema (for editors)
-  execgate config check FILE             validate FILE; prints every problem with its path (exit 1 when any)`;
+  execgate config check FILE [--offline] validate FILE; prints every problem with its path (exit 1 when any)
+      --offline: checking away from where it runs (CI): allowed paths missing here and env: tokens whose
+      variable is unset are warnings, not problems`;
 
 const POLICY_USAGE = `Usage:
   execgate policy test FILE COMMAND [--team T] [--cwd D] [--non-interactive] [--json]
 
-Prints the decision FILE's policy gives COMMAND and why, segment by segment, without a server.
+Prints the decision FILE's policy gives COMMAND and why, segment by segment, without a server. The file is
+read as for \`config check --offline\`: allowed paths missing on this machine are taken as written (so --cwd
+may name one), and unset env: tokens do not matter.
 Safe mode is taken as on (the default); remembered rules live in a running service's store and are not considered.
 Exit: 0 allow, 3 ask, 4 deny, 2 usage or config error.`;
 
 /** Exit codes of `execgate policy test`, so scripts can branch on the decision. */
 export const POLICY_EXIT = { allow: 0, ask: 3, deny: 4, usage: 2 } as const;
 
-function loadChecked(file: string, engine: PolicyEngine): AppConfig {
-  return loadConfigFile(file, { checkRuleExamples: (rules) => engine.checkRuleExamples(rules) });
+function loadChecked(file: string, engine: PolicyEngine, offline: boolean): AppConfig {
+  return loadConfigFile(file, { offline, checkRuleExamples: (rules) => engine.checkRuleExamples(rules) });
 }
+
+const warningLines = (warnings: readonly string[] | undefined) => (warnings ?? []).map((w) => `  warning: ${w}\n`).join('');
 
 export async function configCommand(argv: string[], io: CliIo): Promise<number> {
   const [sub, ...rest] = argv;
@@ -53,19 +61,22 @@ export async function configCommand(argv: string[], io: CliIo): Promise<number> 
     io.stdout.write(`${JSON.stringify(configJsonSchema(), null, 2)}\n`);
     return 0;
   }
-  if (sub === 'check' && rest.length === 1 && !rest[0]!.startsWith('-')) {
-    const file = rest[0]!;
+  const offline = rest.includes('--offline');
+  const args = rest.filter((a) => a !== '--offline');
+  if (sub === 'check' && args.length === 1 && !args[0]!.startsWith('-')) {
+    const file = args[0]!;
     try {
-      const config = loadChecked(file, await createPolicyEngine());
+      const config = loadChecked(file, await createPolicyEngine(), offline);
       const teams = Object.values(config.teams);
       io.stdout.write(
         `${config.source}: ok — ${teams.length} team(s): ${teams.map((t) => `${t.name} (${t.policy.securityMode}/${t.policy.toolMode}, ${t.policy.allowedPaths.length} allowed path(s))`).join(', ')}; ` +
-          `${config.gateway.auth.enabled ? `${config.gateway.auth.tokens.length} token(s)` : 'auth disabled'}; listens on ${config.gateway.host}:${config.gateway.port}\n`,
+          `${config.gateway.auth.enabled ? `${config.gateway.auth.tokens.length} token(s)` : 'auth disabled'}; listens on ${config.gateway.host}:${config.gateway.port}\n` +
+          warningLines(config.warnings),
       );
       return 0;
     } catch (err) {
       if (!(err instanceof ConfigError)) throw err;
-      io.stderr.write(`${file}: ${err.problems.length} problem(s)\n${err.problems.map((p) => `  ${p}\n`).join('')}`);
+      io.stderr.write(`${file}: ${err.problems.length} problem(s)\n${err.problems.map((p) => `  ${p}\n`).join('')}${warningLines(err.warnings)}`);
       return 1;
     }
   }
@@ -99,7 +110,7 @@ export async function policyCommand(argv: string[], io: CliIo): Promise<number> 
   const engine = await createPolicyEngine();
   let config: AppConfig;
   try {
-    config = loadChecked(file, engine);
+    config = loadChecked(file, engine, true);
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
     io.stderr.write(`${err.message}\n`);
@@ -113,7 +124,7 @@ export async function policyCommand(argv: string[], io: CliIo): Promise<number> 
   }
   let cwd: string;
   try {
-    cwd = resolveCwd(team, values.cwd);
+    cwd = offlineCwd(team, values.cwd);
   } catch (err) {
     if (!(err instanceof ServiceError)) throw err;
     io.stderr.write(`execgate policy: ${err.message}\n`);
@@ -121,6 +132,7 @@ export async function policyCommand(argv: string[], io: CliIo): Promise<number> 
   }
   const decision = engine.decide({ command, cwd, interactive: values['non-interactive'] !== true, safeMode: true, rememberedRules: [] }, team.policy);
   io.stdout.write(values.json ? `${JSON.stringify({ team: teamName, ...decision }, null, 2)}\n` : formatDecision(decision, teamName));
+  io.stderr.write(warningLines(config.warnings));
   return POLICY_EXIT[decision.decision];
 }
 
@@ -132,4 +144,16 @@ export function formatDecision(d: Decision, team: string): string {
     lines.push(`  ${s.verdict.padEnd(5)} ${s.canonical || s.source}  [${by}] ${s.reason}`);
   }
   return `${lines.join('\n')}\n`;
+}
+
+/** As the service resolves cwd, except inside an allowed path missing on this machine: judged as written. */
+function offlineCwd(team: AppConfig['teams'][string], cwd: string | undefined): string {
+  try {
+    return resolveCwd(team, cwd);
+  } catch (err) {
+    const abs = cwd === undefined ? undefined : resolve(team.policy.allowedPaths[0]!.path, cwd);
+    const inMissing = abs !== undefined && team.policy.allowedPaths.some((p) => !existsSync(p.path) && (abs === p.path || abs.startsWith(`${p.path}/`)));
+    if (err instanceof ServiceError && inMissing) return abs;
+    throw err;
+  }
 }

@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { readFileSync, realpathSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, realpathSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { extname, isAbsolute, join, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
@@ -16,7 +16,11 @@ import {
 
 export class ConfigError extends Error {
   readonly code = 'EXECGATE_CONFIG';
-  constructor(readonly problems: string[]) {
+  constructor(
+    readonly problems: string[],
+    /** With `offline`: what could not be checked here (shown with the problems). */
+    readonly warnings: string[] = [],
+  ) {
     super(`invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
   }
 }
@@ -99,6 +103,8 @@ export interface AppConfig {
   reaper: { intervalMs: number };
   /** Set when the embedded default generated a token: printed once at start-up. */
   generatedToken?: string;
+  /** Loaded with `offline`: what could not be checked on this machine. */
+  warnings?: string[];
 }
 
 export const DEFAULT_TEAM = 'default';
@@ -109,6 +115,12 @@ export interface LoadOptions {
   env?: NodeJS.ProcessEnv;
   /** Checks rules' examples (needs the policy engine); returns problems. */
   checkRuleExamples?: (rules: RuleExample[]) => string[];
+  /**
+   * Checking a file away from where it runs (`config check --offline`, `policy test`): an allowed path missing
+   * on this machine is taken as written and an `env:` token whose variable is unset matches nothing; both are
+   * reported in `warnings` instead of refusing the file. Never used by `serve`.
+   */
+  offline?: boolean;
 }
 
 export function sha256(text: string): Buffer {
@@ -182,6 +194,7 @@ export function resolveConfig(raw: unknown, options: LoadOptions, source: string
   if (!parsed.success) throw new ConfigError(formatZodIssues(parsed.error));
   const file: ConfigFile = parsed.data;
   const problems: string[] = [];
+  const offline = options.offline ? ([] as string[]) : undefined;
 
   const teamNames = [DEFAULT_TEAM, ...Object.keys(file.agents.teams).filter((t) => t !== DEFAULT_TEAM)];
   const teams: Record<string, TeamConfig> = {};
@@ -194,11 +207,11 @@ export function resolveConfig(raw: unknown, options: LoadOptions, source: string
       problems.push(...formatZodIssues(settings.error, prefix));
       continue;
     }
-    const team = resolveTeam(name, settings.data, baseDir, prefix, problems);
+    const team = resolveTeam(name, settings.data, baseDir, prefix, problems, offline);
     if (team) teams[name] = team;
   }
 
-  const tokens = resolveTokens(file, env, problems);
+  const tokens = resolveTokens(file, env, problems, offline);
   const auth = { enabled: file.gateway.auth.enabled, tokens };
   if (auth.enabled && tokens.length === 0) {
     problems.push('gateway.auth: auth is enabled but no token is configured (set gateway.auth.token or gateway.auth.tokens)');
@@ -248,9 +261,10 @@ export function resolveConfig(raw: unknown, options: LoadOptions, source: string
   if (options.checkRuleExamples) {
     for (const team of Object.values(teams)) problems.push(...options.checkRuleExamples(team.ruleExamples).map((p) => `agents.teams.${team.name}: ${p}`));
   }
-  if (problems.length > 0) throw new ConfigError(problems);
+  if (problems.length > 0) throw new ConfigError(problems, offline);
 
   return {
+    ...(offline ? { warnings: offline } : {}),
     source,
     gateway: { host: file.gateway.host, port: file.gateway.port, bodyLimitBytes: file.gateway.bodyLimitBytes, trustProxy: file.gateway.trustProxy, auth },
     teams,
@@ -263,7 +277,7 @@ export function resolveConfig(raw: unknown, options: LoadOptions, source: string
   };
 }
 
-function resolveTeam(name: string, s: ResolvedAgentSettings, baseDir: string, prefix: string, problems: string[]): TeamConfig | undefined {
+function resolveTeam(name: string, s: ResolvedAgentSettings, baseDir: string, prefix: string, problems: string[], offline: string[] | undefined): TeamConfig | undefined {
   const exec = s.toolPolicies.exec;
   const before = problems.length;
   const allowedPaths: AllowedPath[] = [];
@@ -278,6 +292,11 @@ function resolveTeam(name: string, s: ResolvedAgentSettings, baseDir: string, pr
       // redirect a mount, and the path the agent knows is the one mounted.
       real = realpathSync(abs);
     } catch {
+      if (offline) {
+        offline.push(`${where}: "${given}" does not exist on this machine; taken as written`);
+        allowedPaths.push({ path: resolve(abs), readOnly });
+        return;
+      }
       problems.push(`${where}: "${given}" does not exist`);
       return;
     }
@@ -333,15 +352,19 @@ function resolveUser(setting: string, firstPath: string | undefined, where: stri
     }
     return `${uid}:${gid}`;
   }
-  if (!firstPath) return '1000:1000';
+  if (!firstPath || !existsSync(firstPath)) return '1000:1000'; // missing: only when checking offline
   const st = statSync(firstPath);
   return st.uid !== 0 && st.gid !== 0 ? `${st.uid}:${st.gid}` : st.uid !== 0 ? `${st.uid}:${st.uid}` : '1000:1000';
 }
 
-function resolveTokens(file: ConfigFile, env: NodeJS.ProcessEnv, problems: string[]): AuthToken[] {
+function resolveTokens(file: ConfigFile, env: NodeJS.ProcessEnv, problems: string[], offline: string[] | undefined): AuthToken[] {
   const out: AuthToken[] = [];
   const add = (value: string, where: string, team: string | undefined, roles: Role[], name: string | undefined) => {
-    const digest = tokenDigest(value, env, where, problems);
+    let digest: Buffer | undefined;
+    if (offline && value.startsWith('env:') && !env[value.slice(4)]) {
+      offline.push(`${where}: environment variable ${value.slice(4)} is not set here; the token matches nothing`);
+      digest = sha256(randomBytes(32).toString('hex'));
+    } else digest = tokenDigest(value, env, where, problems);
     if (!digest) return;
     out.push({ digest, team: team ?? DEFAULT_TEAM, roles: new Set(roles), name: name ?? (team ? `${team}:${roles.join('+')}` : roles.join('+')) });
   };

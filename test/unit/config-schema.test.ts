@@ -156,3 +156,41 @@ describe('execgate policy test', () => {
     expect(await policyCommand(['test', file, 'ls', '--bogus'], capture().io)).toBe(POLICY_EXIT.usage);
   });
 });
+
+describe('checking a config away from where it runs (CI)', () => {
+  const deploy = join(root, 'deploy/execgate.yaml');
+  it('config check names what is missing here; --offline makes those warnings and checks the rest', async () => {
+    const strict = capture();
+    expect(await configCommand(['check', deploy], strict.io)).toBe(1);
+    expect(strict.err()).toMatch(/allowedPaths\.0: "\/srv\/project" does not exist/);
+    expect(strict.err()).toMatch(/environment variable EXECGATE_AGENT_TOKEN is not set/);
+    const offline = capture();
+    expect(await configCommand(['check', deploy, '--offline'], offline.io)).toBe(0);
+    expect(offline.out()).toMatch(/ok — 2 team\(s\)/);
+    expect(offline.out()).toMatch(/warning: .*"\/srv\/project" does not exist on this machine; taken as written/);
+    expect(offline.out()).toMatch(/warning: .*EXECGATE_APPROVER_TOKEN is not set here; the token matches nothing/);
+    // A real problem is still a problem offline.
+    const file = join(dir, 'offline-bad.yaml');
+    writeFileSync(file, readFileSync(deploy, 'utf8').replace('memoryMb', 'memoryMB').replace('network: none', 'network: host'));
+    const bad = capture();
+    expect(await configCommand(['check', file, '--offline'], bad.io)).toBe(1);
+    expect(bad.err()).toMatch(/sandbox\.network/);
+  });
+
+  it.each([
+    ['git status', [], POLICY_EXIT.allow, /rule "git read-only"/],
+    ['git push origin main', ['--cwd', '/srv/project/sub'], POLICY_EXIT.ask, /cwd \/srv\/project\/sub, code rule_ask/],
+    ['cat /etc/shadow', [], POLICY_EXIT.deny, /path_not_allowed/],
+  ])('policy test on the shipped sidecar config: %s', async (command, extra, code, out) => {
+    const c = capture();
+    expect(await policyCommand(['test', deploy, command, '--team', 'project', ...extra], c.io)).toBe(code);
+    expect(c.out()).toMatch(out);
+    expect(c.err()).toMatch(/warning: .*does not exist on this machine/);
+  });
+
+  it('a cwd inside an allowed path that does exist here must exist, as the service requires', async () => {
+    const c = capture();
+    expect(await policyCommand(['test', join(dir, 'policy.yaml'), 'ls', '--cwd', `${dir}/nope`], c.io)).toBe(POLICY_EXIT.usage);
+    expect(c.err()).toMatch(/does not exist/);
+  });
+});
