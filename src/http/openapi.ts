@@ -110,7 +110,7 @@ export const ROUTES: readonly RouteDoc[] = [
     body: json(CheckBodySchema),
     responses: { 200: { description: 'the explanation', content: json(DecisionSchema) } },
   },
-  { method: 'POST', path: '/v1/exec', operationId: 'exec', summary: 'Run a command in a fresh sandbox', description: execDescription, tag: 'exec', auth: 'exec', body: execBody, headers: execHeaders, responses: execResponses, errors: [406, 413, 415, 429, 503] },
+  { method: 'POST', path: '/v1/exec', operationId: 'exec', summary: 'Run a command in a fresh sandbox', description: execDescription, tag: 'exec', auth: 'exec', body: execBody, headers: execHeaders, responses: execResponses, errors: [406, 413, 415, 429, 500, 502, 503] },
   {
     method: 'GET',
     path: '/v1/executions/:id/artifacts',
@@ -147,7 +147,7 @@ export const ROUTES: readonly RouteDoc[] = [
     body: execBody,
     headers: execHeaders,
     responses: execResponses,
-    errors: [406, 409, 410, 413, 415, 429, 503],
+    errors: [406, 409, 410, 413, 415, 429, 500, 502, 503],
   },
   {
     method: 'PUT',
@@ -278,6 +278,8 @@ const STATUS_TEXT: Record<number, string> = {
   410: 'the session has ended',
   413: 'the body or the files are over the limit',
   415: 'unsupported content type',
+  500: 'an internal error, or (JSON answers) a run that failed for a reason of its own (`error` event code)',
+  502: 'the sandbox could not be run (`runner_failed`)',
   422: 'the approval cannot be remembered as asked',
   429: 'the team\'s queue (or session limit) is full; Retry-After says when to retry',
   503: 'Docker is unavailable, or the service is shutting down',
