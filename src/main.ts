@@ -20,7 +20,7 @@ Usage:
   execgate config schema                                 print the config file's JSON Schema (for editors)
   execgate config check FILE                             validate a config file; every problem with its path
   execgate policy test FILE COMMAND [--team T] [--cwd D] the decision and why, without a server
-  execgate exec [--url U] [--token T] [--team T] [--cwd D] [--env K=V]... [--timeout MS] [--no-wait] -- COMMAND...
+  execgate exec [--url U] [--token T] [--team T] [--cwd D] [--env K=V]... [--timeout MS] [--no-wait] [--stdin] -- COMMAND...
                                                          run a command through a running execgate (execgate exec --help)
   execgate --help
 
@@ -208,7 +208,7 @@ async function main(): Promise<void> {
     }
     case 'exec': {
       const { execCommand } = await import('./cli/exec.js');
-      process.exitCode = await execCommand(rest, { stdout: process.stdout, stderr: process.stderr, env: process.env });
+      process.exitCode = await execCommand(rest, { stdout: process.stdout, stderr: process.stderr, env: process.env, stdin: process.stdin });
       return;
     }
     case 'serve':

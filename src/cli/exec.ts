@@ -49,6 +49,8 @@ Options:
   --env K=V        set an environment variable; repeatable
   --timeout MS     time-out in milliseconds (capped by the team's)
   --no-wait        do not wait for a human: a command that needs approval is denied
+  --stdin          send this program's standard input (read to its end, at most 4 MiB) to the command;
+                   without it the command's stdin is empty
   -h, --help       this text
 
 Exit status: the command's own, or
@@ -72,7 +74,12 @@ export interface ExecIO {
   signal?: AbortSignal | undefined;
   /** A fetch to use instead of the global one. */
   fetch?: typeof fetch | undefined;
+  /** Read to its end and sent as the command's stdin with `--stdin` (main.ts passes process.stdin). */
+  stdin?: AsyncIterable<Uint8Array | string> | undefined;
 }
+
+/** The service takes at most this much stdin in one request. */
+const MAX_STDIN = 4 * 1024 * 1024;
 
 class UsageError extends Error {}
 
@@ -84,6 +91,7 @@ interface Parsed {
   env: Record<string, string> | undefined;
   timeoutMs: number | undefined;
   noWait: boolean;
+  stdin: boolean;
   command: string;
 }
 
@@ -101,6 +109,7 @@ function parse(argv: string[], env: NodeJS.ProcessEnv): Parsed | 'help' {
         env: { type: 'string', multiple: true },
         timeout: { type: 'string' },
         'no-wait': { type: 'boolean' },
+        stdin: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
       allowPositionals: true,
@@ -138,6 +147,7 @@ function parse(argv: string[], env: NodeJS.ProcessEnv): Parsed | 'help' {
     env: vars,
     timeoutMs,
     noWait: values['no-wait'] === true,
+    stdin: values.stdin === true,
     command,
   };
 }
@@ -257,8 +267,20 @@ export async function execCommand(argv: string[], io: ExecIO): Promise<number> {
   const say = (text: string) => io.stderr.write(`execgate: ${text}\n`);
   try {
     const client = new ExecgateClient({ url: opts.url, token: opts.token, team: opts.team, fetch: io.fetch });
+    let stdin: Buffer | undefined;
+    if (opts.stdin) {
+      const chunks: Buffer[] = [];
+      let size = 0;
+      for await (const c of io.stdin ?? []) {
+        const b = typeof c === 'string' ? Buffer.from(c) : Buffer.from(c);
+        size += b.length;
+        if (size > MAX_STDIN) throw new UsageError(`--stdin: more than ${MAX_STDIN} bytes of input; put large inputs in a file under an allowed path`);
+        chunks.push(b);
+      }
+      stdin = Buffer.concat(chunks);
+    }
     const run = client.exec(
-      { command: opts.command, cwd: opts.cwd, env: opts.env, timeoutMs: opts.timeoutMs, ...(opts.noWait ? { interactive: false } : {}) },
+      { command: opts.command, cwd: opts.cwd, env: opts.env, timeoutMs: opts.timeoutMs, ...(stdin ? { stdin } : {}), ...(opts.noWait ? { interactive: false } : {}) },
       { signal: ac.signal, collectOutput: false },
     );
     let exit: ExitEvent | undefined;
@@ -307,6 +329,10 @@ export async function execCommand(argv: string[], io: ExecIO): Promise<number> {
   } catch (err) {
     waiting.clear();
     if (brokenPipe) return EXIT_BROKEN_PIPE;
+    if (err instanceof UsageError) {
+      say(err.message);
+      return EXIT_ERROR;
+    }
     if (!(err instanceof ExecgateError)) {
       say(`internal error: ${err instanceof Error ? err.message : String(err)}`);
       return EXIT_ERROR;

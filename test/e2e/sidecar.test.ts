@@ -79,6 +79,7 @@ beforeAll(async () => {
   container = await new ComposeLikeContainer(IMAGE, { readOnly: service.read_only === true, groupAdd: [socketGid] })
     .withCommand(service.command as string[])
     .withEnvironment({ EXECGATE_AGENT_TOKEN: AGENT, EXECGATE_APPROVER_TOKEN: APPROVER, EXECGATE_INSTANCE: INSTANCE })
+    .withHostname(service.hostname as string)
     .withBindMounts([
       { source: '/var/run/docker.sock', target: '/var/run/docker.sock', mode: 'rw' },
       { source: join(work, 'config.yaml'), target: '/etc/execgate/config.yaml', mode: 'ro' },
@@ -121,6 +122,7 @@ describe('the service image as a sidecar (deploy/compose.yaml)', () => {
     expect((service.volumes as unknown[]).some(same)).toBe(true);
     expect(service.read_only).toBe(true);
     expect(service.cap_drop).toEqual(['ALL']);
+    expect(service.hostname, 'a stable instance id across container re-creation').toBe('execgate');
   });
 
   it('runs as a non-root user, is ready, and serves its API description', async () => {

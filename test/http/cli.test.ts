@@ -73,10 +73,10 @@ class Capture extends Writable {
   }
 }
 
-function cli(argv: string[], opts: { env?: Record<string, string>; signal?: AbortSignal; stdout?: Capture; stderr?: Capture } = {}) {
+function cli(argv: string[], opts: { env?: Record<string, string>; signal?: AbortSignal; stdout?: Capture; stderr?: Capture; stdin?: AsyncIterable<Uint8Array | string> } = {}) {
   const stdout = opts.stdout ?? new Capture();
   const stderr = opts.stderr ?? new Capture();
-  const code = execCommand(argv, { stdout, stderr, env: opts.env ?? { EXECGATE_URL: url, EXECGATE_TOKEN: TOKENS.agent }, signal: opts.signal ?? new AbortController().signal });
+  const code = execCommand(argv, { stdout, stderr, env: opts.env ?? { EXECGATE_URL: url, EXECGATE_TOKEN: TOKENS.agent }, signal: opts.signal ?? new AbortController().signal, stdin: opts.stdin });
   return { code, stdout, stderr };
 }
 
@@ -91,6 +91,27 @@ describe('execgate exec', () => {
     expect(r.stdout.bytes).toEqual(Buffer.concat([Buffer.from('hello\n'), binary]));
     expect(r.stderr.text).toBe('careful\n');
     expect(t.runner.runs[0]?.command).toBe('make build');
+  });
+
+  it('sends its own stdin with --stdin, and none without it', async () => {
+    await start({ script: (c) => ({ stdout: [`got ${c.stdin === undefined ? 'nothing' : JSON.stringify(c.stdin.toString())}\n`] }) });
+    const input = async function* () {
+      yield Buffer.from('line 1\n');
+      yield 'line 2\n';
+    };
+    const sent = cli(['--stdin', '--', 'cat'], { stdin: input() });
+    expect(await sent.code).toBe(0);
+    expect(sent.stdout.text).toBe('got "line 1\\nline 2\\n"\n');
+    const none = cli(['--', 'cat'], { stdin: input() });
+    expect(await none.code).toBe(0);
+    expect(none.stdout.text).toBe('got nothing\n');
+    const big = async function* () {
+      for (let i = 0; i < 5; i++) yield Buffer.alloc(1 << 20);
+    };
+    const tooBig = cli(['--stdin', '--', 'cat'], { stdin: big() });
+    expect(await tooBig.code).toBe(125);
+    expect(tooBig.stderr.text).toMatch(/--stdin: more than 4194304 bytes/);
+    expect(t.runner.runs).toHaveLength(2);
   });
 
   it("exits with the command's own code", async () => {
