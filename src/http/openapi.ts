@@ -71,7 +71,10 @@ const tarBytes = { 'application/x-tar': null };
 
 const execBody = {
   'application/json': ExecBodySchema,
-  'multipart/form-data': z.object({ request: ExecBodySchema.describe('the request JSON, as a form field'), files: z.string().describe('a tar archive: the files put into /scratch') }),
+  'multipart/form-data': z.object({
+    request: ExecBodySchema.describe('the request JSON, as a form field'),
+    files: z.string().meta({ contentMediaType: 'application/x-tar' }).describe('a tar archive: the files put into /scratch'),
+  }),
   'application/x-tar': null,
 };
 const execResponses: Record<number, ResponseDoc> = {
@@ -330,6 +333,9 @@ function parameters(route: RouteDoc, components: Record<string, unknown>): unkno
   add('path', route.params);
   add('query', route.query);
   for (const h of route.headers ?? []) params.push({ name: h.name, in: 'header', required: false, description: h.description, schema: toSchema(h.schema, 'input', components) });
+  if (route.auth && route.path.startsWith('/v1')) {
+    params.push({ name: 'x-execgate-team', in: 'header', required: false, description: 'Admin tokens only: act for this team', schema: { type: 'string' } });
+  }
   return params;
 }
 

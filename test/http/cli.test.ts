@@ -13,8 +13,8 @@ import {
   EXIT_USAGE,
   execCommand,
 } from '../../src/cli/exec.js';
-import { TOKENS, testApp, type TestApp } from '../support/app.js';
-import { ScriptedRunner, type Script, type ScriptContext } from '../support/scripted-runner.js';
+import { TOKENS, type TestApp } from '../support/app.js';
+import { listeningApp, type ScriptedRunner } from '../support/scripted-runner.js';
 
 // `execgate exec` in-process, against the real app listening on a port with a scripted runner behind it.
 let t: TestApp;
@@ -25,10 +25,8 @@ afterEach(async () => {
   await t?.close();
 });
 
-async function start(opts: { exec?: Record<string, unknown>; script?: (ctx: ScriptContext) => Script } = {}) {
-  t = await testApp(opts.exec ? { exec: opts.exec } : {});
-  runner = new ScriptedRunner(t.runner, opts.script ?? ((c) => ({ stdout: [`ran: ${c.command}\n`] })));
-  url = await t.app.listen({ host: '127.0.0.1', port: 0 });
+async function start(opts: Parameters<typeof listeningApp>[0] = {}) {
+  ({ t, runner, url } = await listeningApp(opts));
 }
 
 /** A writable that keeps what it is given and lets a test react to it. */

@@ -7,15 +7,20 @@ import {
   ExecgateClient,
   ExecgateError,
   type ApiErrorCode,
+  type Approval,
   type Decision,
+  type ExecutionRecord,
+  type SessionInfo,
   type ExecEvent,
   type WireExecEvent,
 } from '../../src/client/index.js';
 import type { ExecEvent as ServerExecEvent } from '../../src/service/exec-service.js';
 import type { Decision as ServerDecision } from '../../src/policy/types.js';
 import type { ErrorCode as ServerErrorCode } from '../../src/service/errors.js';
+import type { z } from 'zod';
+import type { ApprovalSchema, ExecutionSchema, SessionSchema } from '../../src/http/wire.js';
 import { TOKENS, testApp, type TestApp } from '../support/app.js';
-import { ScriptedRunner, type Script, type ScriptContext } from '../support/scripted-runner.js';
+import { listeningApp, type ScriptedRunner } from '../support/scripted-runner.js';
 
 // Compile-time checks (npm run typecheck): the client's standalone wire types accept everything the server
 // sends, and its list of API error codes is exactly the server's.
@@ -25,6 +30,10 @@ const _wireAcceptsServer: WireExecEvent = {} as ServerExecEvent;
 const _eventAcceptsServer: ExecEvent = {} as WithBytes<ServerExecEvent>;
 const _decisionAcceptsServer: Decision = {} as ServerDecision;
 const _sameErrorCodes: Same<ApiErrorCode, ServerErrorCode> = true;
+// …and its history, approval and session types are what the documented answers (src/http/wire.ts) hold.
+const _sameApproval: Same<Approval, z.output<typeof ApprovalSchema>> = true;
+const _sameExecution: Same<ExecutionRecord, z.output<typeof ExecutionSchema>> = true;
+const _sameSession: Same<SessionInfo, z.output<typeof SessionSchema>> = true;
 
 let t: TestApp;
 let runner: ScriptedRunner;
@@ -34,10 +43,8 @@ afterEach(async () => {
   await t?.close();
 });
 
-async function start(opts: { exec?: Record<string, unknown>; script?: (ctx: ScriptContext) => Script } = {}) {
-  t = await testApp(opts.exec ? { exec: opts.exec } : {});
-  runner = new ScriptedRunner(t.runner, opts.script ?? ((c) => ({ stdout: [`ran: ${c.command}\n`] })));
-  url = await t.app.listen({ host: '127.0.0.1', port: 0 });
+async function start(opts: Parameters<typeof listeningApp>[0] = {}) {
+  ({ t, runner, url } = await listeningApp(opts));
 }
 
 const agent = () => new ExecgateClient({ url, token: TOKENS.agent });

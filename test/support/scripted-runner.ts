@@ -3,6 +3,7 @@ import tar from 'tar-stream';
 import type { RunEvent, RunResult, RunSpec, Runner } from '../../src/runner/types.js';
 import type { SessionCommand, SessionHandle } from '../../src/runner/session.js';
 import type { FakeRunner } from './fake-runner.js';
+import { testApp, type TestApp } from './app.js';
 
 /** What one scripted run does. */
 export interface Script {
@@ -148,4 +149,12 @@ export class FakeSession implements SessionHandle {
   async close(): Promise<void> {
     this.alive = false;
   }
+}
+
+/** The real app with a ScriptedRunner behind it, listening on a loopback port (client and CLI tests). */
+export async function listeningApp(opts: { exec?: Record<string, unknown>; script?: (ctx: ScriptContext) => Script } = {}): Promise<{ t: TestApp; runner: ScriptedRunner; url: string }> {
+  const t = await testApp(opts.exec ? { exec: opts.exec } : {});
+  const runner = new ScriptedRunner(t.runner, opts.script ?? ((c) => ({ stdout: [`ran: ${c.command}\n`] })));
+  const url = await t.app.listen({ host: '127.0.0.1', port: 0 });
+  return { t, runner, url };
 }
