@@ -1,5 +1,4 @@
 import { z } from 'zod';
-import { ERROR_STATUS } from '../service/errors.js';
 
 /**
  * What the API answers, as zod schemas: the OpenAPI document is generated from these (and from the request
@@ -9,13 +8,11 @@ import { ERROR_STATUS } from '../service/errors.js';
 
 const iso = z.string().describe('ISO 8601 time');
 
-export const ErrorCodeSchema = z.enum(Object.keys(ERROR_STATUS) as [keyof typeof ERROR_STATUS, ...(keyof typeof ERROR_STATUS)[]]);
-
 export const ErrorBodySchema = z
   .strictObject({
     error: z
       .object({
-        code: z.string().describe('snake_case; see the error codes table in the README'),
+        code: z.string().describe('snake_case, e.g. invalid_request, unauthorized, policy_denied, approval_rejected, session_busy, too_many_requests, runner_failed'),
         message: z.string(),
         fields: z.array(z.strictObject({ path: z.string(), message: z.string() })).optional().describe('400 invalid_request: each failing field'),
       })
