@@ -154,8 +154,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     return { status: 'ready', runtimes: state.runtimes, images: state.images };
   });
 
-  const openapi = openApiDocument({ version: VERSION });
-  app.get('/openapi.json', async () => openapi);
+  // Built on first request (about 30 ms of schema conversion that start-up need not pay), then kept.
+  let openapi: Record<string, unknown> | undefined;
+  app.get('/openapi.json', async () => (openapi ??= openApiDocument({ version: VERSION })));
   app.get('/docs', async (_req, reply) => reply.type('text/html; charset=utf-8').header('content-security-policy', "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; frame-ancestors 'none'").send(docsHtml()));
 
   app.get('/metrics', async (_req, reply) => reply.type(service.metrics.contentType).send(await service.metrics.text()));
@@ -234,17 +235,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     };
     reply.raw.on('close', onClose);
     if (reply.raw.destroyed || req.raw.socket.destroyed) ac.abort();
-    // An allowed run waits for its team's quota slot before answering, so a full queue is a real 429.
-    // (An `ask` takes its slot after approval; a full queue then ends its stream with an error event.)
-    if (outcome.prepared.decision.decision === 'allow') {
-      try {
-        await service.admit(outcome.prepared, ac.signal);
-      } catch (err) {
-        service.staging.release(outcome.prepared.input);
-        throw err;
-      }
-    }
-    const events = service.run(outcome.prepared, ac.signal);
+    const events = await service.start(outcome.prepared, ac.signal);
     const format = negotiate(req.headers.accept);
     if (format === 'json') return answerOnce(reply, outcome.prepared.execId, events);
 

@@ -75,7 +75,7 @@ export interface ExecIO {
   /** A fetch to use instead of the global one. */
   fetch?: typeof fetch | undefined;
   /** Read to its end and sent as the command's stdin with `--stdin` (main.ts passes process.stdin). */
-  stdin?: AsyncIterable<Uint8Array | string> | undefined;
+  stdin?: AsyncIterable<Uint8Array> | undefined;
 }
 
 /** The service takes at most this much stdin in one request. */
@@ -269,13 +269,12 @@ export async function execCommand(argv: string[], io: ExecIO): Promise<number> {
     const client = new ExecgateClient({ url: opts.url, token: opts.token, team: opts.team, fetch: io.fetch });
     let stdin: Buffer | undefined;
     if (opts.stdin) {
-      const chunks: Buffer[] = [];
+      const chunks: Uint8Array[] = [];
       let size = 0;
       for await (const c of io.stdin ?? []) {
-        const b = typeof c === 'string' ? Buffer.from(c) : Buffer.from(c);
-        size += b.length;
+        size += c.length;
         if (size > MAX_STDIN) throw new UsageError(`--stdin: more than ${MAX_STDIN} bytes of input; put large inputs in a file under an allowed path`);
-        chunks.push(b);
+        chunks.push(c);
       }
       stdin = Buffer.concat(chunks);
     }

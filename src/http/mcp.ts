@@ -10,7 +10,7 @@ import { VERSION } from '../version.js';
 import type { Decision } from '../policy/types.js';
 import { ServiceError, notApprovedCode } from '../service/errors.js';
 import { ExecBodySchema } from './schemas.js';
-import type { Caller, PrepareOutcome } from '../service/exec-service.js';
+import type { Caller, ExecEvent, PrepareOutcome } from '../service/exec-service.js';
 import type { AuthedCaller } from './auth.js';
 
 /**
@@ -257,18 +257,17 @@ async function execTool(ctx: CallContext, args: { command: string; cwd?: string 
     }
     if (!outcome.ok) return denied(outcome.execId, outcome.decision);
     const p = outcome.prepared;
-    if (p.decision.decision === 'allow') {
-      try {
-        await service.admit(p, signal);
-      } catch (err) {
-        return errorResult(err, ctx.log, ctx.reqId, p.execId);
-      }
+    let events: AsyncGenerator<ExecEvent, void, void>;
+    try {
+      events = await service.start(p, signal);
+    } catch (err) {
+      return errorResult(err, ctx.log, ctx.reqId, p.execId);
     }
 
     const out: Record<'stdout' | 'stderr', Buffer[]> = { stdout: [], stderr: [] };
     let approvalId: string | undefined;
     let approvedBy: string | undefined;
-    for await (const e of service.run(p, signal)) {
+    for await (const e of events) {
       switch (e.type) {
         case 'decision':
           if (e.decision === 'ask') await progress.send(`needs a human approval: ${e.explanation.reason}`);

@@ -341,6 +341,23 @@ export class ExecService {
     }
   }
 
+  /**
+   * admit() then run(), as every front end (HTTP, MCP) starts a prepared exec: an allowed run waits for its
+   * team's quota slot first, so a full queue is an error before any answer (a 429); an `ask` takes its slot
+   * after approval, inside run(). A run that never starts gives its staged input back.
+   */
+  async start(p: PreparedExec, signal: AbortSignal): Promise<AsyncGenerator<ExecEvent, void, void>> {
+    if (p.decision.decision === 'allow') {
+      try {
+        await this.admit(p, signal);
+      } catch (err) {
+        this.staging.release(p.input);
+        throw err;
+      }
+    }
+    return this.run(p, signal);
+  }
+
   /** Runs a prepared exec; the consumer pulls events (backpressure) and aborts `signal` when its client leaves. */
   async *run(p: PreparedExec, signal: AbortSignal): AsyncGenerator<ExecEvent, void, void> {
     // Whatever happens from here (the consumer may stop after any event), a quota slot taken is given back.

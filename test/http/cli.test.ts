@@ -71,7 +71,7 @@ class Capture extends Writable {
   }
 }
 
-function cli(argv: string[], opts: { env?: Record<string, string>; signal?: AbortSignal; stdout?: Capture; stderr?: Capture; stdin?: AsyncIterable<Uint8Array | string> } = {}) {
+function cli(argv: string[], opts: { env?: Record<string, string>; signal?: AbortSignal; stdout?: Capture; stderr?: Capture; stdin?: AsyncIterable<Uint8Array> } = {}) {
   const stdout = opts.stdout ?? new Capture();
   const stderr = opts.stderr ?? new Capture();
   const code = execCommand(argv, { stdout, stderr, env: opts.env ?? { EXECGATE_URL: url, EXECGATE_TOKEN: TOKENS.agent }, signal: opts.signal ?? new AbortController().signal, stdin: opts.stdin });
@@ -95,7 +95,7 @@ describe('execgate exec', () => {
     await start({ script: (c) => ({ stdout: [`got ${c.stdin === undefined ? 'nothing' : JSON.stringify(c.stdin.toString())}\n`] }) });
     const input = async function* () {
       yield Buffer.from('line 1\n');
-      yield 'line 2\n';
+      yield Buffer.from('line 2\n');
     };
     const sent = cli(['--stdin', '--', 'cat'], { stdin: input() });
     expect(await sent.code).toBe(0);
