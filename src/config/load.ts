@@ -95,6 +95,8 @@ export interface AppConfig {
     port: number;
     bodyLimitBytes: number;
     trustProxy: boolean;
+    /** SIGTERM: how long running executions may take before they are stopped. */
+    drainTimeoutMs: number;
     auth: { enabled: boolean; tokens: AuthToken[] };
   };
   teams: Record<string, TeamConfig>;
@@ -266,7 +268,7 @@ export function resolveConfig(raw: unknown, options: LoadOptions, source: string
   return {
     ...(offline ? { warnings: offline } : {}),
     source,
-    gateway: { host: file.gateway.host, port: file.gateway.port, bodyLimitBytes: file.gateway.bodyLimitBytes, trustProxy: file.gateway.trustProxy, auth },
+    gateway: { host: file.gateway.host, port: file.gateway.port, bodyLimitBytes: file.gateway.bodyLimitBytes, trustProxy: file.gateway.trustProxy, drainTimeoutMs: file.gateway.drainTimeoutMs, auth },
     teams,
     approvals: { timeoutMs: file.approvals.timeoutMs, webhookUrl: file.approvals.webhookUrl, webhooks: file.approvals.webhooks },
     store: {

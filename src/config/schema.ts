@@ -165,6 +165,12 @@ export const ConfigFileSchema = z
           .prefault({}),
         bodyLimitBytes: z.number().int().min(1024).default(8 * 1024 * 1024),
         trustProxy: z.boolean().default(false),
+        drainTimeoutMs: z
+          .number()
+          .int()
+          .min(0)
+          .default(10_000)
+          .describe('On SIGTERM, how long running executions may take to finish before they are stopped (their clients get an error event)'),
       })
       .strict()
       .prefault({}),
