@@ -35,6 +35,11 @@ export interface SandboxSettings {
   tmpfsMb: number;
   timeoutMs: number;
   maxOutputBytes: number;
+  /**
+   * MB one execution may add to the disk of its read-write allowed paths (runner/write-quota.ts). Always set by
+   * the config; settings built by hand without it get the built-in 1024.
+   */
+  writeQuotaMb?: number | undefined;
   /** Resolved "uid:gid", never root. */
   user: string;
   pool: { size: number; maxIdleMs: number };

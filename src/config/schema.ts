@@ -73,6 +73,12 @@ const SandboxInputSchema = z
     tmpfsMb: z.number().int().min(1).max(1 << 16).describe('Size of the tmpfs at /tmp'),
     timeoutMs: z.number().int().min(100).max(24 * 3600_000).describe('Upper bound of a command\'s run time; requests may ask for less'),
     maxOutputBytes: z.number().int().min(1024).describe('stdout+stderr beyond this stops the container (truncated: true)'),
+    writeQuotaMb: z
+      .number()
+      .int()
+      .min(1)
+      .max(1 << 24)
+      .describe('What one execution may add to the disk holding its read-write allowed paths: no file grows past it (RLIMIT_FSIZE, which also bounds single files in /tmp and /scratch), and a watchdog stops the sandbox (writeQuotaExceeded: true) once the filesystem has grown by more than this since the run started, or its free space runs low'),
     user: z.string().regex(/^(auto|\d+(:\d+)?)$/, 'must be "auto" or "uid[:gid]"').describe('"auto": the owner of the first allowed path when not root, else 1000:1000; never root'),
     pool: PoolSchema.partial(),
   })
@@ -240,6 +246,7 @@ export const BUILTIN_AGENT_DEFAULTS = {
     tmpfsMb: 64,
     timeoutMs: 60_000,
     maxOutputBytes: 1_048_576,
+    writeQuotaMb: 1024,
     user: 'auto',
     pool: { size: 2, maxIdleMs: 600_000 },
   },
