@@ -221,7 +221,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
         throw new ServiceError('invalid_request', 'stdin: not valid base64', { fields: [{ path: 'stdin', message: 'not valid base64' }] });
       }
       const stdin = body.stdin === undefined ? undefined : Buffer.from(body.stdin, body.stdinEncoding === 'base64' ? 'base64' : 'utf8');
-      outcome = service.prepare(req.caller, { command: body.command, cwd: body.cwd, env: body.env, stdin, timeoutMs: body.timeoutMs, interactive: body.interactive, input, collect: body.collect, session });
+      outcome = service.prepare(req.caller, { command: body.command, cwd: body.cwd, env: body.env, secretEnv: body.secretEnv, stdin, timeoutMs: body.timeoutMs, interactive: body.interactive, input, collect: body.collect, session });
     } catch (err) {
       service.staging.release(input);
       throw err;

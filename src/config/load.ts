@@ -5,6 +5,8 @@ import { extname, isAbsolute, join, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import type { z } from 'zod';
 import type { AllowedPath, ExecPolicy, PolicyRule } from '../policy/types.js';
+import { dangerousEnvName } from '../service/env.js';
+import { MAX_SECRET_NAME_LENGTH, MIN_SECRET_LENGTH } from '../service/redact.js';
 import {
   BUILTIN_AGENT_DEFAULTS,
   ConfigFileSchema,
@@ -12,6 +14,7 @@ import {
   type ConfigFile,
   type ResolvedAgentSettings,
   type Role,
+  type SandboxEnvEntry,
 } from './schema.js';
 
 export class ConfigError extends Error {
@@ -74,8 +77,17 @@ export interface SessionSettings {
   allowedImages: string[];
 }
 
+/** A variable of `sandbox.env`, resolved (fromEnv read) at load. */
+export interface TeamEnvVar {
+  value: string;
+  /** Never shown, logged or stored; redacted from command output. */
+  secret: boolean;
+}
+
 export interface TeamConfig {
   name: string;
+  /** Set in every sandbox of the team; a request may not set these names. */
+  env: Record<string, TeamEnvVar>;
   quota: QuotaSettings;
   files: FilesSettings;
   sessions: SessionSettings;
@@ -209,13 +221,19 @@ export function resolveConfig(raw: unknown, options: LoadOptions, source: string
     const prefix = name === DEFAULT_TEAM && !file.agents.teams[DEFAULT_TEAM] ? 'agents.defaults' : `agents.teams.${name}`;
     let merged = mergeSettings<unknown>(structuredClone(BUILTIN_AGENT_DEFAULTS), file.agents.defaults);
     merged = mergeSettings(merged, file.agents.teams[name]);
+    // sandbox.env merges variable by variable: a team's entry replaces the default's whole (a deep merge
+    // would mix a default's fromEnv with a team's value).
+    const envEntries = teamEnvEntries(file, name, prefix);
+    if (isPlainObject(merged) && isPlainObject(merged.sandbox)) delete merged.sandbox.env;
     const settings = ResolvedAgentSettingsSchema.safeParse(merged);
     if (!settings.success) {
       problems.push(...formatZodIssues(settings.error, prefix));
       continue;
     }
+    const teamEnv = resolveTeamEnv(envEntries, env, problems, offline);
     const team = resolveTeam(name, settings.data, baseDir, prefix, problems, offline);
-    if (team) teams[name] = team;
+    // With a problem in env the file is refused below; the team still counts as defined for the checks after.
+    if (team) teams[name] = { ...team, env: teamEnv ?? {} };
   }
 
   const tokens = resolveTokens(file, env, problems, offline);
@@ -268,10 +286,11 @@ export function resolveConfig(raw: unknown, options: LoadOptions, source: string
   if (options.checkRuleExamples) {
     for (const team of Object.values(teams)) problems.push(...options.checkRuleExamples(team.ruleExamples).map((p) => `agents.teams.${team.name}: ${p}`));
   }
-  if (problems.length > 0) throw new ConfigError(problems, offline);
+  // A variable of agents.defaults is resolved once per team: the same problem is named once.
+  if (problems.length > 0) throw new ConfigError([...new Set(problems)], offline && [...new Set(offline)]);
 
   return {
-    ...(offline ? { warnings: offline } : {}),
+    ...(offline ? { warnings: [...new Set(offline)] } : {}),
     source,
     gateway: { host: file.gateway.host, port: file.gateway.port, bodyLimitBytes: file.gateway.bodyLimitBytes, trustProxy: file.gateway.trustProxy, drainTimeoutMs: file.gateway.drainTimeoutMs, auth },
     teams,
@@ -284,7 +303,62 @@ export function resolveConfig(raw: unknown, options: LoadOptions, source: string
   };
 }
 
-function resolveTeam(name: string, s: ResolvedAgentSettings, baseDir: string, prefix: string, problems: string[], offline: string[] | undefined): TeamConfig | undefined {
+/** The team's sandbox.env entries over those of agents.defaults, each with the key it was written under. */
+function teamEnvEntries(file: ConfigFile, team: string, prefix: string): Map<string, { entry: SandboxEnvEntry; where: string }> {
+  const out = new Map<string, { entry: SandboxEnvEntry; where: string }>();
+  for (const [n, entry] of Object.entries(file.agents.defaults.sandbox?.env ?? {})) out.set(n, { entry, where: `agents.defaults.sandbox.env.${n}` });
+  if (prefix !== 'agents.defaults') for (const [n, entry] of Object.entries(file.agents.teams[team]?.sandbox?.env ?? {})) out.set(n, { entry, where: `${prefix}.sandbox.env.${n}` });
+  return out;
+}
+
+/**
+ * Resolves sandbox.env: names checked as a request's are, `fromEnv` read from the service's environment now,
+ * and secret values long enough to be redacted from output without matching ordinary text. Undefined when a
+ * problem was found.
+ */
+function resolveTeamEnv(
+  entries: Map<string, { entry: SandboxEnvEntry; where: string }>,
+  env: NodeJS.ProcessEnv,
+  problems: string[],
+  offline: string[] | undefined,
+): Record<string, TeamEnvVar> | undefined {
+  const before = problems.length;
+  const out: Record<string, TeamEnvVar> = {};
+  for (const [name, { entry, where }] of entries) {
+    if (entry === null) continue;
+    const why = dangerousEnvName(name);
+    if (why) {
+      problems.push(`${where}: ${why}`);
+      continue;
+    }
+    let value: string;
+    let secret: boolean;
+    if (typeof entry === 'string') {
+      value = entry;
+      secret = false;
+    } else if (entry.fromEnv !== undefined) {
+      secret = entry.secret ?? true;
+      const v = env[entry.fromEnv];
+      if (v === undefined) {
+        if (offline) offline.push(`${where}: environment variable ${entry.fromEnv} is not set here; the variable is left out`);
+        else problems.push(`${where}: environment variable ${entry.fromEnv} is not set`);
+        continue;
+      }
+      value = v;
+    } else {
+      value = entry.value ?? '';
+      secret = entry.secret ?? false;
+    }
+    // Never the value itself in a problem: it may be the secret.
+    if (value.includes('\0')) problems.push(`${where}: the value must not contain NUL`);
+    if (secret && value.length < MIN_SECRET_LENGTH) problems.push(`${where}: a secret value must be at least ${MIN_SECRET_LENGTH} characters (a shorter one cannot be redacted from output safely)`);
+    if (secret && name.length > MAX_SECRET_NAME_LENGTH) problems.push(`${where}: a secret variable's name is at most ${MAX_SECRET_NAME_LENGTH} characters (it is shown in every redaction marker)`);
+    out[name] = { value, secret };
+  }
+  return problems.length > before ? undefined : out;
+}
+
+function resolveTeam(name: string, s: ResolvedAgentSettings, baseDir: string, prefix: string, problems: string[], offline: string[] | undefined): Omit<TeamConfig, 'env'> | undefined {
   const exec = s.toolPolicies.exec;
   const before = problems.length;
   const allowedPaths: AllowedPath[] = [];
@@ -344,9 +418,15 @@ function resolveTeam(name: string, s: ResolvedAgentSettings, baseDir: string, pr
       noMatch: exec.noMatch,
       onDeny: exec.onDeny,
     },
-    sandbox: { ...s.sandbox, user: user ?? '1000:1000' },
+    sandbox: { ...sandboxSettings(s.sandbox), user: user ?? '1000:1000' },
     ruleExamples,
   };
+}
+
+/** The runner's settings: env is the team's (TeamConfig.env), never part of what is handed to Docker code as settings. */
+function sandboxSettings(s: ResolvedAgentSettings['sandbox']): Omit<ResolvedAgentSettings['sandbox'], 'env'> {
+  const { env: _env, ...rest } = s;
+  return rest;
 }
 
 /** SPEC §4: the owner of the first allowed path when that owner is not root, else 1000:1000; never root. */

@@ -58,6 +58,40 @@ const PoolSchema = z
   })
   .strict();
 
+/** Names as the request's env takes them (src/service/env.ts refuses the dangerous ones at load). */
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+const SandboxEnvEntrySchema = z.union(
+  [
+    z.string().describe('The value; not secret'),
+    z
+      .object({
+        value: z.string().optional().describe('The value'),
+        fromEnv: z.string().regex(ENV_NAME, 'must be an environment variable name').optional().describe("Read from this variable of the service's own environment when the config is loaded (a missing variable is an error)"),
+        secret: z
+          .boolean()
+          .optional()
+          .describe('Never shown, logged or stored, and replaced by [redacted:NAME] wherever it appears in a command\'s output; at least 8 characters. Default: true with fromEnv, false with value'),
+      })
+      .strict()
+      .superRefine((e, ctx) => {
+        if ((e.value === undefined) === (e.fromEnv === undefined)) ctx.addIssue({ code: 'custom', message: 'give exactly one of "value" and "fromEnv"' });
+      }),
+    z.null().describe('In a team: removes a variable that agents.defaults sets'),
+  ],
+  { error: 'expected a string, { value | fromEnv, secret? }, or null' },
+);
+
+export type SandboxEnvEntry = z.infer<typeof SandboxEnvEntrySchema>;
+
+const SandboxEnvSchema = z
+  .record(z.string(), SandboxEnvEntrySchema)
+  .superRefine((env, ctx) => {
+    for (const name of Object.keys(env)) if (!ENV_NAME.test(name)) ctx.addIssue({ code: 'custom', path: [name], message: 'not a valid variable name' });
+  })
+  .meta({ propertyNames: { pattern: ENV_NAME.source } })
+  .describe('Variables set in every sandbox of the team, over the image\'s own; a team\'s entries replace those of agents.defaults one by one. A request may not set a variable named here');
+
 const SandboxInputSchema = z
   .object({
     image: z.string().min(1).describe('Image the commands run in; must have /bin/sh'),
@@ -81,6 +115,7 @@ const SandboxInputSchema = z
       .describe('What one execution may add to the disk holding its read-write allowed paths: no file grows past it (RLIMIT_FSIZE, which also bounds single files in /tmp and /scratch), and a watchdog stops the sandbox (writeQuotaExceeded: true) once the filesystem has grown by more than this since the run started, or its free space runs low'),
     user: z.string().regex(/^(auto|\d+(:\d+)?)$/, 'must be "auto" or "uid[:gid]"').describe('"auto": the owner of the first allowed path when not root, else 1000:1000; never root'),
     pool: PoolSchema.partial(),
+    env: SandboxEnvSchema,
   })
   .strict()
   .partial();
@@ -134,7 +169,7 @@ export const ResolvedAgentSettingsSchema = z.object({
   security: z.object({ mode: SecurityModeSchema }),
   quota: QuotaInputSchema.required(),
   toolPolicies: z.object({ exec: ExecToolPolicyInputSchema.required() }),
-  sandbox: SandboxInputSchema.required().extend({ pool: PoolSchema }),
+  sandbox: SandboxInputSchema.required().extend({ pool: PoolSchema, env: SandboxEnvSchema.optional() }),
   files: FilesInputSchema.required(),
   sessions: SessionsInputSchema.required(),
 });

@@ -40,6 +40,7 @@ const ExecInput = {
   command: body.command.describe('The command line, run with /bin/sh -c. Pipes, &&, ; and redirections work; every part is checked by the policy.'),
   cwd: body.cwd.describe('Working directory: an absolute path inside an allowed path, or a path relative to the default working directory (see list_allowed_paths). Default: the default working directory.'),
   env: body.env.describe('Extra environment variables, e.g. {"DEBUG": "1"}. Variables that change which program runs or what it loads (PATH, LD_PRELOAD, ...) are refused.'),
+  secretEnv: body.secretEnv.describe('Names of env variables whose values are secret (at least 8 characters): the approver sees only a hash of them, and they are replaced by [redacted:NAME] in the output you get back.'),
   timeoutMs: body.timeoutMs.describe("Stop the command after this many milliseconds. Capped by the team's limit (see list_allowed_paths)."),
   stdin: body.stdin.describe("Text written to the command's standard input, which is then closed. Part of what a human approves."),
 };
@@ -239,7 +240,11 @@ interface CallContext {
   reqId: string;
 }
 
-async function execTool(ctx: CallContext, args: { command: string; cwd?: string | undefined; env?: Record<string, string> | undefined; timeoutMs?: number | undefined; stdin?: string | undefined }, extra: Extra): Promise<CallToolResult> {
+async function execTool(
+  ctx: CallContext,
+  args: { command: string; cwd?: string | undefined; env?: Record<string, string> | undefined; secretEnv?: string[] | undefined; timeoutMs?: number | undefined; stdin?: string | undefined },
+  extra: Extra,
+): Promise<CallToolResult> {
   const { deps, caller } = ctx;
   const { service } = deps;
   if (deps.isDraining?.()) return failure('shutting_down', 'the service is shutting down; retry on another instance');
@@ -251,7 +256,7 @@ async function execTool(ctx: CallContext, args: { command: string; cwd?: string 
     let outcome: PrepareOutcome;
     try {
       // interactive: an MCP client cannot answer an approval itself, but a human can, in the dashboard or the API.
-      outcome = service.prepare(caller, { command: args.command, cwd: args.cwd, env: args.env, stdin: args.stdin === undefined ? undefined : Buffer.from(args.stdin, 'utf8'), timeoutMs: args.timeoutMs, interactive: true });
+      outcome = service.prepare(caller, { command: args.command, cwd: args.cwd, env: args.env, secretEnv: args.secretEnv, stdin: args.stdin === undefined ? undefined : Buffer.from(args.stdin, 'utf8'), timeoutMs: args.timeoutMs, interactive: true });
     } catch (err) {
       return errorResult(err, ctx.log, ctx.reqId);
     }

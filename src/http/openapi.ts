@@ -86,7 +86,7 @@ const execResponses: Record<number, ResponseDoc> = {
 };
 const execHeaders = [{ name: 'x-execgate-request', description: 'With an application/x-tar body: the request JSON', schema: z.string() }];
 const execDescription =
-  'The policy decides first: a deny answers 403 `policy_denied` naming the segment and rule before any container exists; an `ask` waits for a human (events `approval_pending`, then `approval_resolved` or `rejected`). Files come as a `files` map, a multipart `files` tar part, or an application/x-tar body; they are put into /scratch, and `collect` returns /scratch files as an artifact. A client that disconnects ends the container.';
+  'The policy decides first: a deny answers 403 `policy_denied` naming the segment and rule before any container exists; an `ask` waits for a human (events `approval_pending`, then `approval_resolved` or `rejected`). Files come as a `files` map, a multipart `files` tar part, or an application/x-tar body; they are put into /scratch, and `collect` returns /scratch files as an artifact. The values of the team\'s secret `sandbox.env` variables and of the keys named in `secretEnv` are replaced by `[redacted:NAME]` in stdout and stderr (found across chunk boundaries; the output cap and `bytesOut` count the bytes before redaction). A client that disconnects ends the container.';
 
 export const ROUTES: readonly RouteDoc[] = [
   { method: 'GET', path: '/healthz', operationId: 'health', summary: 'The process is up', tag: 'service', auth: null, responses: { 200: { description: 'up', content: json(HealthSchema) } } },

@@ -45,7 +45,13 @@ export const ExecBodySchema = z
     env: z
       .record(z.string().max(256), z.string().max(65_536).refine(noNul, 'must not contain NUL'))
       .refine((e) => Object.keys(e).length <= 256, 'at most 256 variables')
-      .optional(),
+      .optional()
+      .describe('Environment variables for the command (names that change what runs, such as PATH or LD_PRELOAD, and those the team\'s sandbox.env sets are refused); part of what an approval covers'),
+    secretEnv: z
+      .array(z.string().max(256))
+      .max(256)
+      .optional()
+      .describe('Keys of env whose values are secret (at least 8 characters each): approvals, history and events show them only as [secret sha256:…], and they are replaced by [redacted:NAME] in the output'),
     stdin: z.string().max(4 * 1024 * 1024).optional().describe('Sent to the command\'s standard input, then closed; part of what an approval covers'),
     stdinEncoding: z.enum(['utf8', 'base64']).default('utf8'),
     timeoutMs: z.number().int().positive().optional().describe('Capped by the team\'s sandbox.timeoutMs'),

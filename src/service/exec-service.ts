@@ -16,6 +16,7 @@ import { InputStaging, checkCollect, type StagedInput } from './files.js';
 import { SessionManager, type Session } from './sessions.js';
 import { SESSION_STDIN_MAX } from '../runner/session.js';
 import { dangerousEnvName } from './env.js';
+import { MAX_SECRET_NAME_LENGTH, MIN_SECRET_LENGTH, SecretSet, secretMarker } from './redact.js';
 import { ServiceError } from './errors.js';
 import { EventHub } from './events.js';
 import type { ExecutionRecord, StateStore } from './state.js';
@@ -36,6 +37,8 @@ export interface ExecRequest {
   command: string;
   cwd?: string | undefined;
   env?: Record<string, string> | undefined;
+  /** Keys of `env` whose values are secret: shown only as a marker, redacted from the output. */
+  secretEnv?: string[] | undefined;
   stdin?: Buffer | undefined;
   timeoutMs?: number | undefined;
   interactive?: boolean | undefined;
@@ -78,6 +81,11 @@ export interface PreparedExec {
   session?: Session | undefined;
   /** Set once the execution holds a quota slot. */
   release?: (() => void) | undefined;
+  /**
+   * Every secret of this run (the team's sandbox.env secrets and the request's secretEnv values): redacted from
+   * its output and from everything kept or shown about it.
+   */
+  secrets: SecretSet;
 }
 
 export type PrepareOutcome = { ok: true; prepared: PreparedExec } | { ok: false; execId: string; decision: Decision };
@@ -127,6 +135,53 @@ function describeStdin(stdin: Buffer | undefined): ExecPlan['stdin'] {
     preview: utf8 ? head.toString('utf8') : head.toString('base64'),
     encoding: utf8 ? 'utf8' : 'base64',
   };
+}
+
+/**
+ * The secrets of a plan, for whoever shows it (approvalView) — kept beside the plan rather than in it, so the
+ * plan stays exactly what is approved and hashed.
+ */
+const planSecrets = new WeakMap<ExecPlan, SecretSet>();
+/** Which keys of a plan's env are secret (shown as a marker to the approver). */
+const planSecretKeys = new WeakMap<ExecPlan, ReadonlySet<string>>();
+
+const teamSecretSets = new WeakMap<TeamConfig, SecretSet>();
+
+/** The team's sandbox.env secrets (built once per loaded config). */
+export function teamSecrets(team: TeamConfig): SecretSet {
+  let set = teamSecretSets.get(team);
+  if (!set) {
+    set = new SecretSet(Object.entries(team.env ?? {}).flatMap(([name, v]) => (v.secret ? [{ name, value: v.value }] : [])));
+    teamSecretSets.set(team, set);
+  }
+  return set;
+}
+
+/** What runs in the sandbox: the request's env, then the team's sandbox.env (which a request may not change). */
+function runEnv(team: TeamConfig, requested: Record<string, string>): Record<string, string> {
+  const env = { ...requested };
+  for (const [name, v] of Object.entries(team.env ?? {})) env[name] = v.value;
+  return env;
+}
+
+/** Checks a request's env and secretEnv (400 naming the field); returns the request's secrets. */
+function checkRequestEnv(team: TeamConfig, env: Record<string, string>, secretEnv: string[] | undefined): SecretSet {
+  const bad = (path: string, message: string): never => {
+    throw new ServiceError('invalid_request', `${path}: ${message}`, { fields: [{ path, message }] });
+  };
+  for (const name of Object.keys(env)) {
+    const why = dangerousEnvName(name);
+    if (why) bad(`env.${name}`, why);
+    if (team.env?.[name]) bad(`env.${name}`, "set by the team's configuration (sandbox.env); a request may not change it");
+  }
+  if (!secretEnv) return SecretSet.EMPTY;
+  secretEnv.forEach((name, i) => {
+    // Never the value in a message: it is the secret.
+    if (!Object.hasOwn(env, name)) bad(`secretEnv.${i}`, `"${name}" is not a key of env`);
+    if (env[name]!.length < MIN_SECRET_LENGTH) bad(`env.${name}`, `a secret value must be at least ${MIN_SECRET_LENGTH} characters (a shorter one cannot be redacted from output safely)`);
+    if (name.length > MAX_SECRET_NAME_LENGTH) bad(`secretEnv.${i}`, `a secret variable's name is at most ${MAX_SECRET_NAME_LENGTH} characters`);
+  });
+  return new SecretSet(secretEnv.map((name) => ({ name, value: env[name]! })));
 }
 
 /** Resolves cwd on the host: it must exist, and the policy judges its real path, never the string. */
@@ -194,7 +249,8 @@ export class ExecService {
         const view = approvalView(e.approval);
         if (e.type === 'approval_resolved') {
           const a = e.approval;
-          deps.state.appendAudit('approval_resolved', a.team, { approvalId: a.id, execId: a.execId, status: a.status, by: a.resolvedBy, note: a.note, reason: a.reason, planHash: a.planHash });
+          const secrets = planSecrets.get(a.plan) ?? SecretSet.EMPTY;
+          deps.state.appendAudit('approval_resolved', a.team, secrets.deep({ approvalId: a.id, execId: a.execId, status: a.status, by: a.resolvedBy, note: a.note, reason: a.reason, planHash: a.planHash }));
         }
         this.events.publish(e.approval.team, { type: e.type, approval: view });
         if (e.type === 'approval_created') {
@@ -261,10 +317,8 @@ export class ExecService {
   prepare(caller: Caller, req: ExecRequest): PrepareOutcome {
     const team = this.team(caller.team);
     const env = req.env ?? {};
-    for (const name of Object.keys(env)) {
-      const why = dangerousEnvName(name);
-      if (why) throw new ServiceError('invalid_request', `env.${name}: ${why}`, { fields: [{ path: `env.${name}`, message: why }] });
-    }
+    const requestSecrets = checkRequestEnv(team, env, req.secretEnv);
+    const secrets = teamSecrets(team).union(requestSecrets);
     const collect = checkCollect(req.collect);
     if (req.session && req.stdin && req.stdin.length > SESSION_STDIN_MAX) {
       throw new ServiceError('invalid_request', `stdin: at most ${SESSION_STDIN_MAX} bytes in a session`, { fields: [{ path: 'stdin', message: `at most ${SESSION_STDIN_MAX} bytes in a session` }] });
@@ -276,7 +330,10 @@ export class ExecService {
     const timeoutMs = Math.min(req.timeoutMs ?? team.sandbox.timeoutMs, team.sandbox.timeoutMs);
     const files = req.input ? { entries: req.input.entries, bytes: req.input.bytes, sha256: req.input.sha256, names: req.input.names } : undefined;
     const plan: ExecPlan = { team: team.name, command: req.command, cwd, env, stdin: describeStdin(req.stdin), timeoutMs, files, collect, session: req.session?.id };
-    const record: ExecutionRecord = {
+    planSecrets.set(plan, secrets);
+    if (req.secretEnv?.length) planSecretKeys.set(plan, new Set(req.secretEnv));
+    // History, events and audit get the record with every secret replaced by its marker (the command may hold one).
+    const record: ExecutionRecord = secrets.deep({
       id: execId,
       team: team.name,
       requestedBy: caller.name,
@@ -303,7 +360,7 @@ export class ExecService {
       ...(files ? { files: { entries: files.entries, bytes: files.bytes, sha256: files.sha256 } } : {}),
       ...(collect ? { collect } : {}),
       ...(req.session ? { sessionId: req.session.id, containerId: req.session.handle.containerId } : {}),
-    };
+    } satisfies ExecutionRecord);
     this.deps.state.putExecution(record);
     if (decision.decision === 'deny') {
       this.log.info({ execId, team: team.name, decision: 'deny', code: decision.code, by: caller.name }, 'exec denied');
@@ -311,11 +368,11 @@ export class ExecService {
       this.deps.state.appendAudit('execution', team.name, auditView(record));
       this.events.publish(team.name, { type: 'execution_denied', execution: record });
       this.staging.release(req.input);
-      return { ok: false, execId, decision };
+      return { ok: false, execId, decision: record.explanation };
     }
     return {
       ok: true,
-      prepared: { execId, caller, team, plan, planHash: planHash(plan), decision, stdin: req.stdin, timeoutMs, interactive: req.interactive !== false, input: req.input, collect, session: req.session },
+      prepared: { execId, caller, team, plan, planHash: planHash(plan), decision, stdin: req.stdin, timeoutMs, interactive: req.interactive !== false, input: req.input, collect, session: req.session, secrets },
     };
   }
 
@@ -371,7 +428,7 @@ export class ExecService {
 
   private async *runSteps(p: PreparedExec, signal: AbortSignal): AsyncGenerator<ExecEvent, void, void> {
     const log = this.log.child({ execId: p.execId, team: p.team.name });
-    yield { type: 'decision', execId: p.execId, decision: p.decision.decision as 'allow' | 'ask', explanation: p.decision };
+    yield { type: 'decision', execId: p.execId, decision: p.decision.decision as 'allow' | 'ask', explanation: p.secrets.deep(p.decision) };
 
     if (p.decision.decision === 'ask') {
       if (signal.aborted) {
@@ -384,7 +441,7 @@ export class ExecService {
         return;
       }
       const { approval, resolution } = this.approvals.open({ execId: p.execId, plan: p.plan, planHash: p.planHash, explanation: p.decision, requestedBy: p.caller.name });
-      this.deps.state.updateExecution(p.execId, { approvalId: approval.id });
+      this.update(p, { approvalId: approval.id });
       const onAbort = () => this.approvals.withdraw(approval.id);
       signal.addEventListener('abort', onAbort, { once: true });
       yield { type: 'approval_pending', approvalId: approval.id, planHash: p.planHash, expiresAt: new Date(approval.expiresAt).toISOString() };
@@ -396,7 +453,7 @@ export class ExecService {
         log.info({ decision: 'ask', outcome: status, by: r.by }, 'exec not approved');
         // Nobody said no: the service is stopping. Clients should retry elsewhere, not report a rejection.
         if (r.reason === 'shutting_down') yield { type: 'error', code: 'shutting_down', message: 'the service shut down while the approval waited; retry on another instance' };
-        else yield { type: 'rejected', reason: r.reason, by: r.by };
+        else yield { type: 'rejected', reason: p.secrets.text(r.reason), by: r.by };
         return;
       }
       // The configuration may have been reloaded while a human looked: decide again under the team's current
@@ -414,9 +471,11 @@ export class ExecService {
         yield { type: 'rejected', reason: 'policy_changed', by: 'system' };
         return;
       }
+      // The current team's secrets are what the sandbox gets; the earlier ones stay redacted too.
       p.team = current;
-      this.deps.state.updateExecution(p.execId, { approvedBy: r.by, status: 'running' });
-      yield { type: 'approval_resolved', approved: true, by: r.by, note: r.note };
+      p.secrets = teamSecrets(current).union(p.secrets);
+      this.update(p, { approvedBy: r.by, status: 'running' });
+      yield { type: 'approval_resolved', approved: true, by: r.by, note: r.note === undefined ? undefined : p.secrets.text(r.note) };
     }
 
     try {
@@ -424,7 +483,7 @@ export class ExecService {
     } catch (err) {
       if (signal.aborted) return;
       const e = err instanceof ServiceError ? err : new ServiceError('internal_error', String(err));
-      yield { type: 'error', code: e.code, message: e.message };
+      yield { type: 'error', code: e.code, message: p.secrets.text(e.message) };
       return;
     }
     yield* this.runAdmitted(p, signal, log);
@@ -445,7 +504,7 @@ export class ExecService {
       } catch (err) {
         const e = err as ServiceError;
         this.finishRecord(p, { status: 'failed', error: e.code });
-        yield { type: 'error', code: e.code, message: e.message };
+        yield { type: 'error', code: e.code, message: p.secrets.text(e.message) };
         return;
       }
     }
@@ -457,7 +516,7 @@ export class ExecService {
             team: p.team.name,
             command: p.plan.command,
             cwd: p.plan.cwd,
-            env: p.plan.env,
+            env: runEnv(p.team, p.plan.env),
             stdin: p.stdin,
             mounts: p.team.policy.allowedPaths,
             sandbox: p.team.sandbox,
@@ -466,6 +525,9 @@ export class ExecService {
           },
           signal,
         );
+    // Secrets are replaced in the bytes, before they are encoded (a secret split across frames is still found);
+    // bytesOut and the output cap count what the command wrote, before redaction.
+    const red = { stdout: p.secrets.redactor(), stderr: p.secrets.redactor() };
     const enc = { stdout: new OutputEncoder(), stderr: new OutputEncoder() };
     let bytesOut = 0;
     let result: RunResult | undefined;
@@ -479,11 +541,11 @@ export class ExecService {
         }
         const e = next.value;
         if (e.type === 'started') {
-          this.deps.state.updateExecution(p.execId, { containerId: e.containerId, imageId: e.imageId });
+          this.update(p, { containerId: e.containerId, imageId: e.imageId });
           yield { type: 'started', containerId: e.containerId, image: e.image };
         } else {
           bytesOut += e.data.length;
-          for (const c of enc[e.stream].push(e.data)) yield { type: e.stream, ...c };
+          for (const c of enc[e.stream].push(red[e.stream].push(e.data))) yield { type: e.stream, ...c };
         }
       }
     } finally {
@@ -493,14 +555,15 @@ export class ExecService {
       endSession?.();
     }
     this.quota(p.team.name).charge(p.team.sandbox.cpus, result.durationMs);
-    for (const s of ['stdout', 'stderr'] as const) for (const c of enc[s].flush()) yield { type: s, ...c };
+    for (const s of ['stdout', 'stderr'] as const) for (const c of [...enc[s].push(red[s].flush()), ...enc[s].flush()]) yield { type: s, ...c };
     if (result.collected) {
       const a = result.collected as ArtifactInfo;
-      this.deps.state.updateExecution(p.execId, { artifacts: { bytes: a.bytes, files: a.files, sha256: a.sha256, expiresAt: a.expiresAt } });
+      this.update(p, { artifacts: { bytes: a.bytes, files: a.files, sha256: a.sha256, expiresAt: a.expiresAt } });
       yield { type: 'artifact', execId: p.execId, url: `/v1/executions/${p.execId}/artifacts`, bytes: a.bytes, files: a.files, names: a.names, sha256: a.sha256, expiresAt: new Date(a.expiresAt).toISOString() };
     } else if (result.collectError) {
-      this.deps.state.updateExecution(p.execId, { artifactError: `${result.collectError.code}: ${result.collectError.message}` });
-      yield { type: 'artifact', execId: p.execId, error: result.collectError };
+      const error = p.secrets.deep(result.collectError);
+      this.update(p, { artifactError: `${error.code}: ${error.message}` });
+      yield { type: 'artifact', execId: p.execId, error };
     }
 
     const fields = { exitCode: result.exitCode, durationMs: result.durationMs, timedOut: result.timedOut, oomKilled: result.oomKilled, truncated: result.truncated, bytesOut };
@@ -508,7 +571,7 @@ export class ExecService {
       if (['docker_unavailable', 'image_missing', 'runtime_unavailable', 'runner_failed'].includes(result.error.code)) this.metrics.dockerErrors.inc({ team: p.team.name, code: result.error.code });
       this.finishRecord(p, { ...fields, status: 'failed', error: result.error.code });
       log.warn({ code: result.error.code, durationMs: result.durationMs }, 'exec failed');
-      yield { type: 'error', code: result.error.code, message: result.error.message };
+      yield { type: 'error', code: result.error.code, message: p.secrets.text(result.error.message) };
       return;
     }
     this.metrics.duration.observe({ team: p.team.name }, result.durationMs / 1000);
@@ -552,7 +615,7 @@ export class ExecService {
         return { exitCode: null, durationMs: this.deps.clock.now() - t0, timedOut: false, oomKilled: false, truncated: false, error: { code: 'runner_failed', message: `could not put the files into the session: ${(err as Error).message}` } };
       }
     }
-    const result = yield* session.handle.run({ command: p.plan.command, cwd: p.plan.cwd, env: p.plan.env, stdin: p.stdin, timeoutMs: p.timeoutMs, maxOutputBytes: session.sandbox.maxOutputBytes }, signal);
+    const result = yield* session.handle.run({ command: p.plan.command, cwd: p.plan.cwd, env: runEnv(p.team, p.plan.env), stdin: p.stdin, timeoutMs: p.timeoutMs, maxOutputBytes: session.sandbox.maxOutputBytes }, signal);
     if (collect && !result.error && !result.timedOut && !signal.aborted) {
       try {
         result.collected = await collect(await session.handle.getArchive(p.timeoutMs));
@@ -564,8 +627,13 @@ export class ExecService {
     return result;
   }
 
+  /** Every change to an execution's record goes through here: its secrets never reach the store. */
+  private update(p: PreparedExec, fields: Partial<ExecutionRecord>): void {
+    this.deps.state.updateExecution(p.execId, p.secrets.deep(fields));
+  }
+
   private finishRecord(p: PreparedExec, fields: Partial<ExecutionRecord>): void {
-    this.deps.state.updateExecution(p.execId, { ...fields, finishedAt: this.deps.clock.now() });
+    this.update(p, { ...fields, finishedAt: this.deps.clock.now() });
     const r = this.deps.state.getExecution(p.execId);
     if (r) {
       this.metrics.executions.inc({ team: r.team, decision: r.decision, status: r.status });
@@ -604,6 +672,10 @@ export class ExecService {
   private buildRemembered(a: Approval, scope: RememberScope, ttlMs: number | undefined, by: string): RememberedRule {
     if (a.explanation.hard) throw new ServiceError('remember_refused', 'a hard deny can never be remembered as allowed');
     if (a.plan.stdin) throw new ServiceError('remember_refused', 'a command given stdin is never remembered: the stdin may be the code that runs');
+    const secrets = planSecrets.get(a.plan);
+    if (secrets && (secrets.occursIn(a.plan.command) || secrets.occursIn(a.plan.cwd))) {
+      throw new ServiceError('remember_refused', 'a command that holds a secret value is never remembered: the rule would keep the secret');
+    }
     if (a.plan.files || a.plan.session) {
       throw new ServiceError('remember_refused', 'a command given files or run in a session is never remembered: the files (or what earlier commands left) may be the code that runs');
     }
@@ -646,16 +718,21 @@ function auditView(r: ExecutionRecord): Record<string, unknown> {
   };
 }
 
-/** What clients see of an approval. */
+/**
+ * What clients see of an approval: a secret env value only as `[secret sha256:…]` (the approver can tell two
+ * values apart; the plan hash still covers the real one), and every secret redacted wherever else it appears.
+ */
 export function approvalView(a: Approval): Record<string, unknown> {
-  return {
+  const secretKeys = planSecretKeys.get(a.plan);
+  const env = secretKeys ? Object.fromEntries(Object.entries(a.plan.env).map(([k, v]) => [k, secretKeys.has(k) ? secretMarker(v) : v])) : a.plan.env;
+  return (planSecrets.get(a.plan) ?? SecretSet.EMPTY).deep({
     id: a.id,
     execId: a.execId,
     team: a.team,
     status: a.status,
     command: a.plan.command,
     cwd: a.plan.cwd,
-    env: a.plan.env,
+    env,
     stdin: a.plan.stdin,
     timeoutMs: a.plan.timeoutMs,
     files: a.plan.files,
@@ -670,5 +747,5 @@ export function approvalView(a: Approval): Record<string, unknown> {
     resolvedBy: a.resolvedBy,
     note: a.note,
     reason: a.reason,
-  };
+  });
 }

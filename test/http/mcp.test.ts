@@ -65,7 +65,7 @@ describe('MCP endpoint: tools', () => {
     expect(tools.map((x) => x.name).sort()).toEqual(['check_command', 'exec', 'list_allowed_paths']);
     const byName = Object.fromEntries(tools.map((x) => [x.name, x]));
     expect(byName.exec!.inputSchema).toMatchObject({ type: 'object', required: ['command'] });
-    expect(Object.keys(byName.exec!.inputSchema.properties ?? {}).sort()).toEqual(['command', 'cwd', 'env', 'stdin', 'timeoutMs']);
+    expect(Object.keys(byName.exec!.inputSchema.properties ?? {}).sort()).toEqual(['command', 'cwd', 'env', 'secretEnv', 'stdin', 'timeoutMs']);
     expect(Object.keys(byName.check_command!.inputSchema.properties ?? {}).sort()).toEqual(['command', 'cwd']);
     expect(byName.list_allowed_paths!.inputSchema).toMatchObject({ type: 'object' });
     for (const tool of tools) {
