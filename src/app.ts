@@ -26,6 +26,7 @@ import { checkCollect, type StagedInput } from './service/files.js';
 import { sessionView, type Session } from './service/sessions.js';
 import multipart from '@fastify/multipart';
 import { createReadStream } from 'node:fs';
+import type { Socket } from 'node:net';
 import type { StateStore } from './service/state.js';
 import type { Runner } from './runner/types.js';
 import { registerMcp } from './http/mcp.js';
@@ -60,6 +61,15 @@ function parse<S extends z.ZodType>(schema: S, value: unknown, where: 'body' | '
 
 const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
 
+/** A multipart body the parser refused: errors with their own 4xx status keep it, the rest are a 400. */
+function malformedMultipart(err: unknown): unknown {
+  if (err instanceof ServiceError) return err;
+  const e = err as Error & { statusCode?: number };
+  if (typeof e.statusCode === 'number' && e.statusCode < 500) return err;
+  const message = `not valid multipart/form-data: ${e.message ?? String(err)}`;
+  return new ServiceError('invalid_request', message, { fields: [{ path: 'multipart', message }] });
+}
+
 function parseJsonField(text: string, field: string): unknown {
   try {
     return JSON.parse(text) as unknown;
@@ -79,6 +89,24 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     bodyLimit: deps.config().gateway.bodyLimitBytes,
     trustProxy: deps.config().gateway.trustProxy,
     genReqId: () => `req_${Math.random().toString(36).slice(2, 10)}`,
+    // Ids are at most 200 characters (IdParamsSchema): a longer one is that schema's 400 naming `id`, not the
+    // router's own 414 with a body of its own shape.
+    routerOptions: { maxParamLength: 256 },
+    // What the router refuses before any route (a path that is not valid percent-encoding, a parameter over
+    // maxParamLength) answers in the SPEC §3 error shape too, never Fastify's own.
+    frameworkErrors: (err, _req, res) => {
+      const reply = res as unknown as FastifyReply;
+      const status = err.statusCode ?? 400;
+      if (status >= 500) return reply.code(500).send({ error: { code: 'internal_error', message: 'internal error' } });
+      const [path, message] =
+        err.code === 'FST_ERR_BAD_URL' ? ['url', 'the URL path is not valid percent-encoding']
+        : err.code === 'FST_ERR_MAX_PARAM_LENGTH' ? ['params', 'a path parameter is longer than 256 characters']
+        : ['url', err.message];
+      return reply.code(400).send({ error: { code: 'invalid_request', message, fields: [{ path, message }] } });
+    },
+    // Requests that are not HTTP at all (a broken request line, a header over the size limit, two
+    // Content-Lengths) are answered by Node before Fastify sees them: in the SPEC §3 shape as well.
+    clientErrorHandler: clientError,
   });
 
   app.decorateRequest('caller', null as unknown as AuthedCaller);
@@ -187,14 +215,35 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       }
       if (type === 'multipart/form-data') {
         let raw: unknown;
-        for await (const part of req.parts()) {
+        // A body that is not well-formed multipart (no boundary, cut short, a broken part header) is the
+        // client's mistake: busboy's plain errors, from the parts iterator or from a file part's stream,
+        // become a 400 naming `multipart`, never a 500. Errors of our own (staging, limits) pass unchanged.
+        const parts = req.parts()[Symbol.asyncIterator]();
+        for (;;) {
+          let next: Awaited<ReturnType<typeof parts.next>>;
+          try {
+            next = await parts.next();
+          } catch (err) {
+            throw malformedMultipart(err);
+          }
+          if (next.done) break;
+          const part = next.value;
           if (part.type === 'file') {
-            if (part.fieldname !== 'files' || input) throw new ServiceError('invalid_request', `${part.fieldname}: one tar part named "files" is expected`, { fields: [{ path: part.fieldname, message: 'unexpected file part' }] });
-            input = await service.stageFiles(req.caller, { tar: part.file }, 'files');
+            if (part.fieldname !== 'files' || input) throw new ServiceError('invalid_request', `${part.fieldname || 'multipart'}: one tar part named "files" is expected`, { fields: [{ path: part.fieldname || 'multipart', message: 'unexpected file part' }] });
+            let streamError: unknown;
+            part.file.once('error', (err) => (streamError = err));
+            try {
+              input = await service.stageFiles(req.caller, { tar: part.file }, 'files');
+            } catch (err) {
+              // The stream's `error` event may come after its iterator rejected: `errored` is set at once.
+              const source = streamError ?? part.file.errored;
+              throw source !== undefined && source !== null ? malformedMultipart(source) : err;
+            }
           } else if (part.fieldname === 'request') {
             raw = parseJsonField(String(part.value), 'request');
           } else {
-            throw new ServiceError('invalid_request', `${part.fieldname}: unexpected field (expected "request" and "files")`, { fields: [{ path: part.fieldname, message: 'unexpected field' }] });
+            const name = part.fieldname || 'multipart';
+            throw new ServiceError('invalid_request', `${name}: unexpected ${part.fieldname ? 'field' : 'unnamed part'} (expected "request" and "files")`, { fields: [{ path: name, message: 'unexpected field' }] });
           }
         }
         if (raw === undefined) throw new ServiceError('invalid_request', 'request: the request JSON field is missing', { fields: [{ path: 'request', message: 'required' }] });
@@ -466,6 +515,20 @@ async function answerOnce(reply: FastifyReply, execId: string, events: AsyncGene
     }
   }
   return reply.code(499).send({ error: { code: 'client_disconnected', message: 'the client went away', execId } });
+}
+
+/** Node's `clientError`: the request could not be parsed as HTTP. Answered in the SPEC §3 error shape, then closed. */
+function clientError(err: Error & { code?: string }, socket: Socket): void {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return;
+  const [status, text, code, message] =
+    err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? [408, 'Request Timeout', 'request_timeout', 'the request was not received in time']
+    : err.code === 'HPE_HEADER_OVERFLOW' ? [431, 'Request Header Fields Too Large', 'headers_too_large', 'the request headers are over the size limit']
+    : [400, 'Bad Request', 'invalid_request', `the request is not valid HTTP${err.code ? ` (${err.code})` : ''}`];
+  const body = JSON.stringify({ error: { code, message, ...(status === 400 ? { fields: [{ path: 'http', message }] } : {}) } });
+  if (socket.writable) {
+    socket.write(`HTTP/1.1 ${status} ${text}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+  }
+  socket.destroy();
 }
 
 function executionView(r: ReturnType<StateStore['getExecution']> & object): Record<string, unknown> {

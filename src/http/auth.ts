@@ -37,7 +37,7 @@ export function authenticate(config: AppConfig, authorization: string | undefine
 function actingTeam(config: AppConfig, own: string, header: string | undefined, admin: boolean): string {
   if (header === undefined || header === '' || header === own) return own;
   if (!admin) throw new ServiceError('forbidden', 'only admin tokens may act for another team (X-Execgate-Team)');
-  if (!config.teams[header]) throw new ServiceError('team_not_found', `team "${header}" is not configured`);
+  if (!Object.hasOwn(config.teams, header)) throw new ServiceError('team_not_found', `team "${header}" is not configured`);
   return header;
 }
 

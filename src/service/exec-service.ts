@@ -263,7 +263,9 @@ export class ExecService {
   }
 
   team(name: string): TeamConfig {
-    const team = this.deps.config().teams[name];
+    // Own keys only: a team named by a client ("constructor", "__proto__") must not find Object.prototype's.
+    const teams = this.deps.config().teams;
+    const team = Object.hasOwn(teams, name) ? teams[name] : undefined;
     if (!team) throw new ServiceError('team_not_found', `team "${name}" is not configured`);
     return team;
   }
