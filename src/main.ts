@@ -5,6 +5,7 @@ import { parseArgs } from 'node:util';
 import Docker from 'dockerode';
 import pino, { type Logger } from 'pino';
 import { buildApp } from './app.js';
+import { logSerializers } from './http/log.js';
 import { systemClock } from './approvals/queue.js';
 import { ConfigError, embeddedDefaultConfig, isLoopback, loadConfigFile, type AppConfig } from './config/load.js';
 import { createPolicyEngine, policyHash, type PolicyEngine } from './policy/index.js';
@@ -62,6 +63,8 @@ async function serve(argv: string[]): Promise<void> {
   const logger: Logger = pino({
     level: process.env.EXECGATE_LOG_LEVEL ?? 'info',
     redact: { paths: ['req.headers.authorization', 'req.headers.cookie', 'headers.authorization'], censor: '[redacted]' },
+    // Request lines without query values the API does not define: a token put in the URL is never logged.
+    serializers: logSerializers,
   });
   const engine = await createPolicyEngine();
   let config: AppConfig;

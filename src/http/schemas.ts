@@ -51,7 +51,7 @@ export const ExecBodySchema = z
       .array(z.string().max(256))
       .max(256)
       .optional()
-      .describe('Keys of env whose values are secret (at least 8 characters each): approvals, history and events show them only as [secret sha256:…], and they are replaced by [redacted:NAME] in the output'),
+      .describe('Keys of env whose values are secret (at least 8 characters each): approvals, history and events show them only as [secret hmac:…], and they are replaced by [redacted:NAME] in the output'),
     stdin: z.string().max(4 * 1024 * 1024).optional().describe('Sent to the command\'s standard input, then closed; part of what an approval covers'),
     stdinEncoding: z.enum(['utf8', 'base64']).default('utf8'),
     timeoutMs: z.number().int().positive().optional().describe('Capped by the team\'s sandbox.timeoutMs'),

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
 
 /**
  * Secret values and where they must never show: command output (streamed, as bytes), and every text the
@@ -25,9 +25,20 @@ export const MIN_SECRET_LENGTH = 8;
 /** Every marker names its secret: a long name would let a short secret blow the output up many times over. */
 export const MAX_SECRET_NAME_LENGTH = 64;
 
+/**
+ * A keyed hash of a secret value, with a key drawn at start-up and never shown: two values can be told apart,
+ * but nothing published (markers, plan hashes) lets anyone test guesses of a value offline, as a plain sha256
+ * of a short or guessable secret would.
+ */
+const FINGERPRINT_KEY = randomBytes(32);
+
+export function secretFingerprint(value: string): string {
+  return createHmac('sha256', FINGERPRINT_KEY).update(value, 'utf8').digest('hex');
+}
+
 /** How an approver, the history and the events show a secret env value: its name stays, the value never. */
 export function secretMarker(value: string): string {
-  return `[secret sha256:${createHash('sha256').update(value, 'utf8').digest('hex').slice(0, 12)}]`;
+  return `[secret hmac:${secretFingerprint(value).slice(0, 12)}]`;
 }
 
 interface Pattern {

@@ -163,7 +163,7 @@ describe('a request\'s secretEnv', () => {
 
     const list = (await t.app.inject({ url: '/v1/approvals?status=pending', headers: auth(TOKENS.human) })).json() as { approvals: { id: string; env: Record<string, string>; planHash: string }[] };
     const [v1, v2] = [a1!, a2!].map((a) => list.approvals.find((x) => x.id === a.id)!);
-    expect(v1!.env).toEqual({ DB_PASS: expect.stringMatching(/^\[secret sha256:[0-9a-f]{12}\]$/), PLAIN: 'visible' });
+    expect(v1!.env).toEqual({ DB_PASS: expect.stringMatching(/^\[secret hmac:[0-9a-f]{12}\]$/), PLAIN: 'visible' });
     // Another secret value: another marker and another plan hash, so one approval cannot stand for the other.
     expect(v2!.env.DB_PASS).not.toBe(v1!.env.DB_PASS);
     expect(v2!.planHash).not.toBe(v1!.planHash);

@@ -1,5 +1,6 @@
+import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { SecretSet, secretMarker, type Secret } from '../../src/service/redact.js';
+import { SecretSet, secretFingerprint, secretMarker, type Secret } from '../../src/service/redact.js';
 
 /**
  * The reference: hide the union of every occurrence of every secret, computed on the whole input at once,
@@ -264,10 +265,14 @@ describe('texts and JSON values', () => {
     expect(u.text('other-secret-1 hunter2hunter2')).toBe('[redacted:OTHER] [redacted:DB_PASS]');
   });
 
-  it('the approver marker names the value by a short hash, never the value', () => {
+  it('the approver marker names the value by a short keyed hash: stable, different for another value, never the value or its plain sha256', () => {
     const m = secretMarker('hunter2hunter2');
-    expect(m).toMatch(/^\[secret sha256:[0-9a-f]{12}\]$/);
+    expect(m).toMatch(/^\[secret hmac:[0-9a-f]{12}\]$/);
     expect(m).not.toContain('hunter2');
+    expect(secretMarker('hunter2hunter2')).toBe(m);
     expect(secretMarker('hunter2hunter3')).not.toBe(m);
+    // A plain sha256 would let anyone who sees the marker test guesses of the value offline.
+    expect(m).not.toContain(createHash('sha256').update('hunter2hunter2').digest('hex').slice(0, 12));
+    expect(secretFingerprint('hunter2hunter2')).not.toBe(createHash('sha256').update('hunter2hunter2').digest('hex'));
   });
 });
