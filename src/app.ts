@@ -510,6 +510,7 @@ async function answerOnce(reply: FastifyReply, execId: string, events: AsyncGene
         timedOut: e.timedOut,
         oomKilled: e.oomKilled,
         truncated: e.truncated,
+        writeQuotaExceeded: e.writeQuotaExceeded,
         ...(artifact ? { artifact } : {}),
       };
     }

@@ -315,6 +315,7 @@ export async function execCommand(argv: string[], io: ExecIO): Promise<number> {
       return EXIT_ERROR;
     }
     if (exit.truncated) say('output over the team\'s limit: the command was ended and its output cut short');
+    if (exit.writeQuotaExceeded) say('wrote more than the team\'s write quota into its allowed paths (or their disk ran low): the command was ended');
     if (exit.timedOut) {
       say(`timed out after ${exit.durationMs} ms; the command was ended`);
       return EXIT_TIMED_OUT;

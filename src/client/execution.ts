@@ -294,6 +294,7 @@ export class Execution implements AsyncIterable<ExecEvent> {
       timedOut: exit.timedOut,
       oomKilled: exit.oomKilled,
       truncated: exit.truncated,
+      writeQuotaExceeded: exit.writeQuotaExceeded === true,
       ...(artifact ? { artifact } : {}),
     });
   }

@@ -119,6 +119,8 @@ export interface ExitEvent {
   timedOut: boolean;
   oomKilled: boolean;
   truncated: boolean;
+  /** The run was stopped for writing more than the team's write quota into its allowed paths (servers before it: absent). */
+  writeQuotaExceeded?: boolean;
 }
 /** The last event when running failed (Docker unavailable, session ended, quota…). */
 export interface ErrorEvent {
@@ -205,6 +207,8 @@ export interface ExecResult {
   oomKilled: boolean;
   /** The output went over the team's cap and the run was ended. */
   truncated: boolean;
+  /** The run wrote more than the team's write quota into its allowed paths (or their disk ran low) and was ended. */
+  writeQuotaExceeded: boolean;
   /** With `collect`: where to download the files, or why collecting failed. */
   artifact?: Omit<ArtifactReadyEvent, 'type'> | Omit<ArtifactFailedEvent, 'type'> | undefined;
 }
@@ -272,6 +276,7 @@ export interface ExecutionRecord {
   timedOut?: boolean | undefined;
   oomKilled?: boolean | undefined;
   truncated?: boolean | undefined;
+  writeQuotaExceeded?: boolean | undefined;
   bytesOut?: number | undefined;
   error?: string | undefined;
   files?: { entries: number; bytes: number; sha256: string } | undefined;

@@ -324,7 +324,7 @@ function exitResult(
   execId: string,
   decision: 'allow' | 'ask',
   out: Record<'stdout' | 'stderr', Buffer[]>,
-  e: { exitCode: number | null; durationMs: number; timedOut: boolean; oomKilled: boolean; truncated: boolean },
+  e: { exitCode: number | null; durationMs: number; timedOut: boolean; oomKilled: boolean; truncated: boolean; writeQuotaExceeded?: boolean },
   approvalId: string | undefined,
   approvedBy: string | undefined,
 ): CallToolResult {
@@ -340,6 +340,7 @@ function exitResult(
     ...(e.timedOut ? ['timed out'] : []),
     ...(e.oomKilled ? ['killed: out of memory'] : []),
     ...(e.truncated ? ["output truncated at the team's cap"] : []),
+    ...(e.writeQuotaExceeded ? ["stopped: wrote more than the team's write quota into its allowed paths"] : []),
     ...(invalidUtf8.stdout || invalidUtf8.stderr ? ['bytes that are not UTF-8 are shown as U+FFFD'] : []),
     ...(approvedBy ? [`approved by ${approvedBy}`] : []),
     `execId ${execId}`,

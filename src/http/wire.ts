@@ -73,6 +73,10 @@ export const ArtifactInfoSchema = z.strictObject({
 });
 const ArtifactErrorSchema = z.strictObject({ execId: z.string(), error: z.strictObject({ code: z.string(), message: z.string(), entry: z.string().optional() }) });
 
+const WriteQuotaExceeded = z
+  .boolean()
+  .describe('The sandbox was stopped because its read-write allowed paths grew past sandbox.writeQuotaMb (or their disk ran low)');
+
 /** One line of the NDJSON stream (or one SSE `data:`) of POST /v1/exec. */
 export const ExecEventSchema = z
   .union([
@@ -83,7 +87,7 @@ export const ExecEventSchema = z
     z.strictObject({ type: z.literal('started'), containerId: z.string(), image: z.string() }),
     Text,
     z.union([ArtifactInfoSchema.extend({ type: z.literal('artifact') }), ArtifactErrorSchema.extend({ type: z.literal('artifact') })]),
-    z.strictObject({ type: z.literal('exit'), exitCode: z.number().int().nullable(), durationMs: z.number(), timedOut: z.boolean(), oomKilled: z.boolean(), truncated: z.boolean() }),
+    z.strictObject({ type: z.literal('exit'), exitCode: z.number().int().nullable(), durationMs: z.number(), timedOut: z.boolean(), oomKilled: z.boolean(), truncated: z.boolean(), writeQuotaExceeded: WriteQuotaExceeded }),
     z.strictObject({ type: z.literal('error'), code: z.string(), message: z.string() }),
   ])
   .meta({ id: 'ExecEvent' });
@@ -103,6 +107,7 @@ export const ExecResultSchema = z
     timedOut: z.boolean(),
     oomKilled: z.boolean(),
     truncated: z.boolean(),
+    writeQuotaExceeded: WriteQuotaExceeded,
     artifact: z.union([ArtifactInfoSchema, ArtifactErrorSchema]).optional(),
   })
   .meta({ id: 'ExecResult' });
@@ -117,7 +122,7 @@ export const ApprovalSchema = z
     status: z.enum(['pending', 'approved', 'rejected', 'expired', 'withdrawn']),
     command: z.string(),
     cwd: z.string(),
-    env: z.record(z.string(), z.string()).describe('The request\'s env; a value named in secretEnv shows only as `[secret hmac:<12 hex>]`'),
+    env: z.record(z.string(), z.string()).describe('The request\'s env; a value named in secretEnv shows only as `[secret sha256:<12 hex>]`'),
     stdin: z.strictObject({ bytes: z.number().int(), sha256: z.string(), preview: z.string(), encoding: z.enum(['utf8', 'base64']) }).optional(),
     timeoutMs: z.number().int().optional(),
     files: PlanFiles.optional(),
@@ -184,6 +189,7 @@ export const ExecutionSchema = z
     timedOut: z.boolean().optional(),
     oomKilled: z.boolean().optional(),
     truncated: z.boolean().optional(),
+    writeQuotaExceeded: z.boolean().optional(),
     bytesOut: z.number().int().optional(),
     error: z.string().optional(),
     files: z.strictObject({ entries: z.number().int(), bytes: z.number().int(), sha256: z.string() }).optional(),

@@ -1,5 +1,6 @@
 import type { ContainerCreateOptions } from 'dockerode';
 import { SCRATCH_DIR, type RunSpec } from './types.js';
+import { writeQuotaBytes } from './write-quota.js';
 
 export const LABEL_MANAGED = 'io.execgate.managed';
 export const LABEL_INSTANCE = 'io.execgate.instance';
@@ -59,7 +60,12 @@ export function containerSpec(spec: RunSpec, instance: string, now: number, netw
       MemorySwap: memory, // no swap: the limit is the limit
       NanoCpus: Math.round(s.cpus * 1e9),
       PidsLimit: s.pidsLimit,
-      Ulimits: [{ Name: 'nofile', Soft: 4096, Hard: 4096 }],
+      // fsize: no file grows past the write quota (write-quota.ts watches the sum). Soft = hard, so the sandbox,
+      // without CAP_SYS_RESOURCE, cannot raise it.
+      Ulimits: [
+        { Name: 'nofile', Soft: 4096, Hard: 4096 },
+        { Name: 'fsize', Soft: writeQuotaBytes(s.writeQuotaMb), Hard: writeQuotaBytes(s.writeQuotaMb) },
+      ],
       IpcMode: 'private',
       PidMode: '',
       UsernsMode: '',

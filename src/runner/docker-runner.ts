@@ -11,6 +11,7 @@ import { BOOTSTRAP, MarkerScanner, encodeLine, warmScript } from './warm.js';
 import { ArchiveError } from '../files/archive.js';
 import { DockerSession, SESSION_KEEPER, type SessionHandle } from './session.js';
 import { SCRATCH_DIR, type ReadyState, type RunEvent, type RunResult, type RunSpec, type Runner, type SessionSpec } from './types.js';
+import { WriteWatch, writeQuotaBytes } from './write-quota.js';
 
 export interface DockerRunnerOptions {
   /** Names this service instance in container labels; stable across restarts so a restart reaps its orphans. */
@@ -51,7 +52,7 @@ export interface PoolTemplate {
 
 /** Everything fixed when a container is created; two runs with the same key can use the same warm pool. */
 export function poolKey(team: string, s: SandboxSettings, mounts: readonly AllowedPath[], network: string, imageId: string): string {
-  return JSON.stringify([team, imageId, s.runtime, network, s.memoryMb, s.cpus, s.pidsLimit, s.tmpfsMb, s.user, mounts.map((m) => [m.path, m.readOnly])]);
+  return JSON.stringify([team, imageId, s.runtime, network, s.memoryMb, s.cpus, s.pidsLimit, s.tmpfsMb, s.writeQuotaMb ?? null, s.user, mounts.map((m) => [m.path, m.readOnly])]);
 }
 
 /** The keeper's first line on stdout: its pid. */
@@ -222,6 +223,14 @@ export class DockerRunner implements Runner {
       );
     };
     const onAbort = (): void => kill('client disconnected');
+    let watch: WriteWatch | undefined;
+    // Armed right before the command can first run, so that the baseline holds nothing it wrote.
+    const armWriteQuota = async (): Promise<void> => {
+      watch = await this.watchWrites(spec.mounts, spec.sandbox, spec.execId, () => {
+        result.writeQuotaExceeded = true;
+        kill('write quota');
+      });
+    };
 
     try {
       const network = spec.sandbox.network === 'team' ? await this.teamNetwork(spec.team) : spec.sandbox.network;
@@ -246,6 +255,7 @@ export class DockerRunner implements Runner {
         waited = warm.waited;
         const nonce = randomBytes(16).toString('hex');
         scanners = { stdout: new MarkerScanner(nonce), stderr: new MarkerScanner(nonce) };
+        await armWriteQuota();
         sendScript(nonce);
       } else if (spec.scratch) {
         // Files path: start the bootstrap shell, put the files into /scratch while it waits (a tmpfs volume
@@ -262,6 +272,7 @@ export class DockerRunner implements Runner {
         if (spec.scratch.input) await container.putArchive(createReadStream(spec.scratch.input) as unknown as Buffer, { path: SCRATCH_DIR, noOverwriteDirNonDir: 'true' });
         const nonce = randomBytes(16).toString('hex');
         scanners = { stdout: new MarkerScanner(nonce), stderr: new MarkerScanner(nonce) };
+        await armWriteQuota();
         sendScript(nonce);
       } else {
         checkMounts(spec.mounts);
@@ -276,6 +287,7 @@ export class DockerRunner implements Runner {
         }
         const withStdin = spec.stdin !== undefined;
         stream = (await container.attach({ stream: true, stdout: true, stderr: true, stdin: withStdin, hijack: withStdin })) as NodeJS.ReadWriteStream;
+        await armWriteQuota();
         await container.start();
         waited = waitFor(container);
         if (spec.stdin !== undefined) stream.end(spec.stdin);
@@ -311,10 +323,10 @@ export class DockerRunner implements Runner {
       }
       if (scanners?.stdout.done && scanners.stderr.done) {
         result.exitCode = scanners.stdout.exitCode ?? null;
-        if (result.exitCode === 137 && !result.timedOut && !result.truncated && !signal.aborted) {
+        if (result.exitCode === 137 && !result.timedOut && !result.truncated && !result.writeQuotaExceeded && !signal.aborted) {
           result.oomKilled = (await container.inspect()).State.OOMKilled === true;
         }
-        if (spec.scratch?.collect && !result.timedOut && !signal.aborted) {
+        if (spec.scratch?.collect && !result.timedOut && !result.writeQuotaExceeded && !signal.aborted) {
           // The shell has stopped itself after the markers: /scratch is still mounted. The time-out still runs.
           try {
             // Frozen while Docker reads /scratch, so nothing the command left running in the background can
@@ -335,7 +347,7 @@ export class DockerRunner implements Runner {
       if ('err' in w) throw w.err;
       result.exitCode = w.StatusCode;
       // Only a SIGKILL we did not send can be the kernel's OOM killer: inspect just then.
-      if (w.StatusCode === 137 && !result.timedOut && !result.truncated && !signal.aborted) {
+      if (w.StatusCode === 137 && !result.timedOut && !result.truncated && !result.writeQuotaExceeded && !signal.aborted) {
         const info = await container.inspect();
         result.oomKilled = info.State.OOMKilled === true;
       }
@@ -348,6 +360,7 @@ export class DockerRunner implements Runner {
       return { ...finish(), error };
     } finally {
       clearTimeout(timer);
+      watch?.stop();
       signal.removeEventListener('abort', onAbort);
       if (container) this.removeInBackground(container, spec.execId, killing, poolLabel);
       else this.activeExecs.delete(spec.execId);
@@ -384,7 +397,7 @@ export class DockerRunner implements Runner {
       const keeperPid = await firstLine(stream, 10_000);
       const c = container;
       let closing: Promise<void> | undefined;
-      return new DockerSession(c, spec.sandbox.image, imageId, stream, keeperPid, spec.sandbox.user, this.log.child({ sessionId: spec.sessionId }), () => {
+      const session = new DockerSession(c, spec.sandbox.image, imageId, stream, keeperPid, spec.sandbox.user, this.log.child({ sessionId: spec.sessionId }), () => {
         closing ??= new Promise<void>((resolve) => {
           this.removeInBackground(c, spec.sessionId, undefined);
           // removeInBackground drops the session id from activeExecs when done; wait for that.
@@ -393,11 +406,31 @@ export class DockerRunner implements Runner {
         });
         return closing;
       });
+      await session.watchWrites((stop) => this.watchWrites(spec.mounts, spec.sandbox, spec.sessionId, stop));
+      return session;
     } catch (err) {
       if (container) this.removeInBackground(container, spec.sessionId, undefined);
       else this.activeExecs.delete(spec.sessionId);
       throw err;
     }
+  }
+
+  /**
+   * The write-quota watchdog over a run's read-write mounts (write-quota.ts); none when every mount is
+   * read-only. `stop` ends the run, as a time-out does.
+   */
+  private watchWrites(mounts: readonly AllowedPath[], s: SandboxSettings, id: string, stop: () => void): Promise<WriteWatch | undefined> {
+    const quotaBytes = writeQuotaBytes(s.writeQuotaMb);
+    return WriteWatch.start(
+      mounts.filter((m) => !m.readOnly).map((m) => m.path),
+      {
+        quotaBytes,
+        onBreach: (b) => {
+          this.log.warn({ execId: id, reason: b.reason, path: b.path, grownBytes: b.grownBytes, quotaBytes, freeBytes: b.freeBytes, reserveBytes: b.reserveBytes }, `write quota: ${b.message}; stopping the sandbox`);
+          stop();
+        },
+      },
+    );
   }
 
   /** Removal never delays the answer, but is always done: close() waits for it and the reaper backs it up. */

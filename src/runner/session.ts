@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import { DockerDemuxer } from './demux.js';
 import { commandScript } from './warm.js';
 import type { RunEvent, RunResult } from './types.js';
+import type { WriteWatch } from './write-quota.js';
 
 /**
  * What a session container runs: a shell that prints its pid and then waits on an attached stdin the service
@@ -73,6 +74,9 @@ interface ExecInfo {
 export class DockerSession implements SessionHandle {
   private busy = false;
   private ended = false;
+  private writeWatch: WriteWatch | undefined;
+  /** While a command runs: what a write-quota breach does to it. */
+  private onWriteQuota: (() => void) | undefined;
 
   constructor(
     private readonly container: Docker.Container,
@@ -96,6 +100,25 @@ export class DockerSession implements SessionHandle {
 
   get alive(): boolean {
     return !this.ended;
+  }
+
+  /**
+   * Starts the write-quota watchdog (write-quota.ts) for the session's life. Its baseline is taken again as
+   * each command starts, so each command has the quota to itself. A breach during a command ends the command
+   * as a time-out does (writeQuotaExceeded); one between commands (something an earlier command left running
+   * in the background) kills those leftovers.
+   */
+  async watchWrites(start: (stop: () => void) => Promise<WriteWatch | undefined>): Promise<void> {
+    this.writeWatch = await start(() => {
+      if (this.onWriteQuota) this.onWriteQuota();
+      else if (!this.ended) {
+        this.log.warn('write quota reached between commands: killing what earlier commands left running');
+        this.killAll().then(
+          () => this.writeWatch?.rebase(),
+          (err: unknown) => this.log.warn({ err }, 'could not kill leftovers over the write quota'),
+        ).catch(() => undefined);
+      }
+    });
   }
 
   /** Starts a process in the session as the sandbox user; its stream carries Docker's multiplexed stdout/stderr. */
@@ -137,6 +160,11 @@ export class DockerSession implements SessionHandle {
     let exec: Docker.Exec | undefined;
     let stream: Duplex | undefined;
     try {
+      await this.writeWatch?.rebase();
+      this.onWriteQuota = () => {
+        result.writeQuotaExceeded = true;
+        kill('write quota');
+      };
       ({ exec, stream } = await this.spawn(['/bin/sh', '-c', commandScript(cmd)], cmd.stdin !== undefined));
       if (cmd.stdin !== undefined) stream.end(cmd.stdin);
       yield { type: 'started', containerId: this.container.id, image: this.image, imageId: this.imageId };
@@ -210,7 +238,7 @@ export class DockerSession implements SessionHandle {
       if (this.ended) return { ...finish(), error: { code: 'session_ended', message: 'the session ended during the command' } };
       const info = (await exec.inspect()) as ExecInfo;
       result.exitCode = info.Running ? null : info.ExitCode;
-      if (result.exitCode === null && !result.timedOut && !result.truncated) {
+      if (result.exitCode === null && !result.timedOut && !result.truncated && !result.writeQuotaExceeded) {
         return { ...finish(), error: { code: 'runner_failed', message: 'the command ended without an exit code' } };
       }
       return finish();
@@ -226,6 +254,7 @@ export class DockerSession implements SessionHandle {
         await killing;
       }
       stream?.destroy();
+      this.onWriteQuota = undefined;
       this.busy = false;
     }
   }
@@ -288,6 +317,7 @@ export class DockerSession implements SessionHandle {
 
   async close(): Promise<void> {
     this.ended = true;
+    this.writeWatch?.stop();
     this.keeper.end();
     await this.onClose();
   }

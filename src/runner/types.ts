@@ -52,6 +52,11 @@ export interface RunResult {
   timedOut: boolean;
   oomKilled: boolean;
   truncated: boolean;
+  /**
+   * The sandbox was stopped because the disk of its read-write allowed paths grew past sandbox.writeQuotaMb,
+   * or ran low (write-quota.ts). Unset or false otherwise.
+   */
+  writeQuotaExceeded?: boolean | undefined;
   /** Set when the run could not complete for a reason other than the command itself. */
   error?: { code: string; message: string } | undefined;
   /** What ScratchSpec.collect answered, or why collecting failed (the command's own result stands). */

@@ -16,7 +16,7 @@ import { InputStaging, checkCollect, type StagedInput } from './files.js';
 import { SessionManager, type Session } from './sessions.js';
 import { SESSION_STDIN_MAX } from '../runner/session.js';
 import { dangerousEnvName } from './env.js';
-import { MAX_SECRET_NAME_LENGTH, MIN_SECRET_LENGTH, SecretSet, secretFingerprint, secretMarker } from './redact.js';
+import { MAX_SECRET_NAME_LENGTH, MIN_SECRET_LENGTH, SecretSet, secretMarker } from './redact.js';
 import { ServiceError } from './errors.js';
 import { EventHub } from './events.js';
 import type { ExecutionRecord, StateStore } from './state.js';
@@ -62,7 +62,7 @@ export type ExecEvent =
   | { type: 'started'; containerId: string; image: string }
   | { type: 'stdout' | 'stderr'; data: string; encoding?: 'base64' }
   | ArtifactEvent
-  | { type: 'exit'; exitCode: number | null; durationMs: number; timedOut: boolean; oomKilled: boolean; truncated: boolean }
+  | { type: 'exit'; exitCode: number | null; durationMs: number; timedOut: boolean; oomKilled: boolean; truncated: boolean; writeQuotaExceeded: boolean }
   | { type: 'error'; code: string; message: string };
 
 /** A request that passed the policy (allow or ask) and is ready to run. */
@@ -102,14 +102,7 @@ export interface ExecServiceDeps {
 }
 
 export function planHash(plan: ExecPlan): string {
-  // A secret value counts by its keyed fingerprint: another value is another hash, but the hash (which
-  // approvers and events see) cannot be used to test guesses of the value.
-  const secretKeys = planSecretKeys.get(plan);
-  const env = Object.fromEntries(
-    Object.entries(plan.env)
-      .sort(([a], [b]) => (a < b ? -1 : 1))
-      .map(([k, v]) => [k, secretKeys?.has(k) ? { secret: secretFingerprint(v) } : v]),
-  );
+  const env = Object.fromEntries(Object.entries(plan.env).sort(([a], [b]) => (a < b ? -1 : 1)));
   return createHash('sha256')
     .update(
       JSON.stringify({
@@ -575,7 +568,7 @@ export class ExecService {
       yield { type: 'artifact', execId: p.execId, error };
     }
 
-    const fields = { exitCode: result.exitCode, durationMs: result.durationMs, timedOut: result.timedOut, oomKilled: result.oomKilled, truncated: result.truncated, bytesOut };
+    const fields = { exitCode: result.exitCode, durationMs: result.durationMs, timedOut: result.timedOut, oomKilled: result.oomKilled, truncated: result.truncated, writeQuotaExceeded: result.writeQuotaExceeded === true, bytesOut };
     if (result.error) {
       if (['docker_unavailable', 'image_missing', 'runtime_unavailable', 'runner_failed'].includes(result.error.code)) this.metrics.dockerErrors.inc({ team: p.team.name, code: result.error.code });
       this.finishRecord(p, { ...fields, status: 'failed', error: result.error.code });
@@ -585,8 +578,8 @@ export class ExecService {
     }
     this.metrics.duration.observe({ team: p.team.name }, result.durationMs / 1000);
     this.finishRecord(p, { ...fields, status: 'finished' });
-    log.info({ decision: p.decision.decision, exitCode: result.exitCode, durationMs: result.durationMs, timedOut: result.timedOut, truncated: result.truncated, oomKilled: result.oomKilled, bytesOut }, 'exec finished');
-    yield { type: 'exit', exitCode: result.exitCode, durationMs: result.durationMs, timedOut: result.timedOut, oomKilled: result.oomKilled, truncated: result.truncated };
+    log.info({ decision: p.decision.decision, exitCode: result.exitCode, durationMs: result.durationMs, timedOut: result.timedOut, truncated: result.truncated, oomKilled: result.oomKilled, writeQuotaExceeded: result.writeQuotaExceeded === true, bytesOut }, 'exec finished');
+    yield { type: 'exit', exitCode: result.exitCode, durationMs: result.durationMs, timedOut: result.timedOut, oomKilled: result.oomKilled, truncated: result.truncated, writeQuotaExceeded: result.writeQuotaExceeded === true };
   }
 
   /** Checks Docker's tar of /scratch entry by entry, keeps the files `collect` asks for, and stores them. */
@@ -723,12 +716,12 @@ function auditView(r: ExecutionRecord): Record<string, unknown> {
   return {
     execId: r.id, requestedBy: r.requestedBy, command: r.command, cwd: r.cwd, decision: r.decision, code: r.code, policyHash: r.policyHash,
     status: r.status, approvalId: r.approvalId, approvedBy: r.approvedBy, image: r.image, imageId: r.imageId, runtime: r.runtime, mounts: r.mounts, limits: r.limits, exitCode: r.exitCode,
-    durationMs: r.durationMs, timedOut: r.timedOut, oomKilled: r.oomKilled, truncated: r.truncated, bytesOut: r.bytesOut, error: r.error,
+    durationMs: r.durationMs, timedOut: r.timedOut, oomKilled: r.oomKilled, truncated: r.truncated, writeQuotaExceeded: r.writeQuotaExceeded, bytesOut: r.bytesOut, error: r.error,
   };
 }
 
 /**
- * What clients see of an approval: a secret env value only as `[secret hmac:…]` (the approver can tell two
+ * What clients see of an approval: a secret env value only as `[secret sha256:…]` (the approver can tell two
  * values apart; the plan hash still covers the real one), and every secret redacted wherever else it appears.
  */
 export function approvalView(a: Approval): Record<string, unknown> {

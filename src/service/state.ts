@@ -32,6 +32,8 @@ export interface ExecutionRecord {
   timedOut?: boolean;
   oomKilled?: boolean;
   truncated?: boolean;
+  /** Stopped by the write quota of the read-write allowed paths (sandbox.writeQuotaMb). */
+  writeQuotaExceeded?: boolean;
   bytesOut?: number;
   error?: string;
   /** Input files put into /scratch (counts and hash, not content). */
