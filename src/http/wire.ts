@@ -122,7 +122,7 @@ export const ApprovalSchema = z
     status: z.enum(['pending', 'approved', 'rejected', 'expired', 'withdrawn']),
     command: z.string(),
     cwd: z.string(),
-    env: z.record(z.string(), z.string()).describe('The request\'s env; a value named in secretEnv shows only as `[secret sha256:<12 hex>]`'),
+    env: z.record(z.string(), z.string()).describe('The request\'s env; a value named in secretEnv shows only as `[secret hmac:<12 hex>]`'),
     stdin: z.strictObject({ bytes: z.number().int(), sha256: z.string(), preview: z.string(), encoding: z.enum(['utf8', 'base64']) }).optional(),
     timeoutMs: z.number().int().optional(),
     files: PlanFiles.optional(),

@@ -16,7 +16,7 @@ import { InputStaging, checkCollect, type StagedInput } from './files.js';
 import { SessionManager, type Session } from './sessions.js';
 import { SESSION_STDIN_MAX } from '../runner/session.js';
 import { dangerousEnvName } from './env.js';
-import { MAX_SECRET_NAME_LENGTH, MIN_SECRET_LENGTH, SecretSet, secretMarker } from './redact.js';
+import { MAX_SECRET_NAME_LENGTH, MIN_SECRET_LENGTH, SecretSet, secretFingerprint, secretMarker } from './redact.js';
 import { ServiceError } from './errors.js';
 import { EventHub } from './events.js';
 import type { ExecutionRecord, StateStore } from './state.js';
@@ -102,7 +102,14 @@ export interface ExecServiceDeps {
 }
 
 export function planHash(plan: ExecPlan): string {
-  const env = Object.fromEntries(Object.entries(plan.env).sort(([a], [b]) => (a < b ? -1 : 1)));
+  // A secret value counts by its keyed fingerprint: another value is another hash, but the hash (which
+  // approvers and events see) cannot be used to test guesses of the value.
+  const secretKeys = planSecretKeys.get(plan);
+  const env = Object.fromEntries(
+    Object.entries(plan.env)
+      .sort(([a], [b]) => (a < b ? -1 : 1))
+      .map(([k, v]) => [k, secretKeys?.has(k) ? { secret: secretFingerprint(v) } : v]),
+  );
   return createHash('sha256')
     .update(
       JSON.stringify({
@@ -721,7 +728,7 @@ function auditView(r: ExecutionRecord): Record<string, unknown> {
 }
 
 /**
- * What clients see of an approval: a secret env value only as `[secret sha256:…]` (the approver can tell two
+ * What clients see of an approval: a secret env value only as `[secret hmac:…]` (the approver can tell two
  * values apart; the plan hash still covers the real one), and every secret redacted wherever else it appears.
  */
 export function approvalView(a: Approval): Record<string, unknown> {
