@@ -211,6 +211,7 @@ export class DockerRunner implements Runner {
     this.activeExecs.add(spec.execId);
     let container: Docker.Container | undefined;
     let poolLabel: string | undefined;
+    let paused = false;
     let timer: NodeJS.Timeout | undefined;
     let killing: Promise<void> | undefined;
     const kill = (why: string): void => {
@@ -332,6 +333,7 @@ export class DockerRunner implements Runner {
             // Frozen while Docker reads /scratch, so nothing the command left running in the background can
             // swap a checked file for a link mid-copy. The container is removed afterwards, paused or not.
             await container.pause();
+            paused = true;
             const tar = (await container.getArchive({ path: SCRATCH_DIR })) as NodeJS.ReadableStream;
             result.collected = await spec.scratch.collect(tar);
           } catch (err) {
@@ -362,7 +364,7 @@ export class DockerRunner implements Runner {
       clearTimeout(timer);
       watch?.stop();
       signal.removeEventListener('abort', onAbort);
-      if (container) this.removeInBackground(container, spec.execId, killing, poolLabel);
+      if (container) this.removeInBackground(container, spec.execId, killing, poolLabel, paused);
       else this.activeExecs.delete(spec.execId);
     }
   }
@@ -434,8 +436,12 @@ export class DockerRunner implements Runner {
   }
 
   /** Removal never delays the answer, but is always done: close() waits for it and the reaper backs it up. */
-  private removeInBackground(container: Docker.Container, execId: string, killing: Promise<void> | undefined, poolLabel?: string): void {
+  private removeInBackground(container: Docker.Container, execId: string, killing: Promise<void> | undefined, poolLabel?: string, paused = false): void {
     const p = (async () => {
+      // A paused container is thawed first: under gVisor (runsc) a forced removal of a paused container waits
+      // Docker's 10 s kill time-out, since the SIGKILL sent to the frozen sandbox is lost. Its processes run
+      // only until the removal right below kills them, as a one-shot container's background ones do.
+      if (paused) await container.unpause().catch(() => undefined);
       await killing;
       for (let attempt = 0; attempt < 3; attempt++) {
         try {

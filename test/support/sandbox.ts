@@ -4,7 +4,20 @@ import pino from 'pino';
 import type { SandboxSettings } from '../../src/config/load.js';
 
 export const SANDBOX_IMAGE = process.env.EXECGATE_TEST_IMAGE ?? 'execgate/sandbox:latest';
+/**
+ * The sandbox runtime every integration test asks for. vitest.config.ts runs test/integration twice, with
+ * EXECGATE_TEST_RUNTIME=runc and =runsc (gVisor), and also provides the project's runtime as `runtime`
+ * (inject('runtime')), so a test can check that the containers really got it.
+ */
 export const TEST_RUNTIME = process.env.EXECGATE_TEST_RUNTIME ?? 'runc';
+export const IS_GVISOR = TEST_RUNTIME === 'runsc';
+
+declare module 'vitest' {
+  export interface ProvidedContext {
+    /** The sandbox runtime of this integration project (vitest.config.ts). */
+    runtime: 'runc' | 'runsc';
+  }
+}
 
 export const silentLogger = pino({ level: 'silent' });
 
