@@ -1,4 +1,4 @@
-import { spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { chownSync, existsSync, linkSync, lstatSync, mkdirSync, readFileSync, readdirSync, readlinkSync, renameSync, rmSync, statSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import { connect, createServer, type Server } from 'node:net';
@@ -771,6 +771,22 @@ describe('the write quota of the read-write allowed paths', () => {
       expect(session.alive).toBe(true);
     } finally {
       await session.close();
+    }
+  });
+
+  it('a disk running low stops a run that is writing to it, even within its quota (the reserve)', async () => {
+    using dir = projectDir('execgate-esc-small-');
+    // A filesystem of its own, small enough to fill: a 64 MB tmpfs mounted over the directory on the host. The
+    // reserve is 5% of it; the quota (1 GB) is far away.
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64m,uid=1000,gid=1000,mode=0755', 'execgate-escape', dir.path]);
+    try {
+      const s = quotaSpec(dir.path, 'dd if=/dev/zero of=fill bs=1M 2>/dev/null; sleep 20; echo not-stopped', 1024);
+      const r = await drive(s);
+      expect(r.result).toMatchObject({ writeQuotaExceeded: true, timedOut: false });
+      expect(r.stdout).not.toContain('not-stopped');
+      await gone(runner, s.execId);
+    } finally {
+      execFileSync('umount', [dir.path]);
     }
   });
 
