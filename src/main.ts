@@ -10,6 +10,9 @@ import { systemClock } from './approvals/queue.js';
 import { ConfigError, embeddedDefaultConfig, isLoopback, loadConfigFile, type AppConfig } from './config/load.js';
 import { createPolicyEngine, policyHash, type PolicyEngine } from './policy/index.js';
 import { DockerRunner } from './runner/docker-runner.js';
+import type { SessionHandle } from './runner/session.js';
+import type { ReadyState, RunEvent, RunResult, RunSpec, Runner, SessionSpec } from './runner/types.js';
+import { ServiceError } from './service/errors.js';
 import { ExecService } from './service/exec-service.js';
 import { SqliteStateStore } from './store/sqlite-store.js';
 
@@ -76,22 +79,91 @@ async function serve(argv: string[]): Promise<void> {
   }
 
   const instance = process.env.EXECGATE_INSTANCE ?? createHash('sha256').update(`${hostname()}:${config.store.path}`).digest('hex').slice(0, 12);
+  // DOCKER_HOST (unix://PATH or tcp://HOST:PORT) names the engine, as for the docker CLI; else /var/run/docker.sock.
   const runner = new DockerRunner({ instance, logger: logger.child({ component: 'runner' }), docker: new Docker() });
+  const images = (c: AppConfig) => [...new Set(Object.values(c.teams).map((t) => t.sandbox.image))];
+
+  // A team asking for a runtime dockerd does not offer could never run anything: when Docker answers now,
+  // that is a start-up error. When it does not, the service starts, /readyz says why it is not ready, and the
+  // check is made (and reported there) once Docker appears.
+  const first = await runner.ready(images(config));
+  let knownRuntimes = first.runtimes;
+  if (knownRuntimes) {
+    const missing = missingRuntimes(config, knownRuntimes);
+    if (missing.length > 0) fail(missing.join('\n'));
+  }
+
   const state = new SqliteStateStore(config.store.path, config.store.history);
+  const unfinished = state.unfinished();
   const recovered = state.recoverAfterRestart();
   if (recovered.failed + recovered.expired > 0) logger.warn(recovered, 'marked executions interrupted by the last stop as failed / expired');
-  const service = new ExecService({ config: () => config, runner, engine, state, logger, clock: systemClock });
+  const drainable = new DrainableRunner(runner);
+  const service = new ExecService({ config: () => config, runner: drainable, engine, state, logger, clock: systemClock });
+  // Approvals that were pending when the last process stopped: nobody can wait for them any more. They answer
+  // as expired (GET; approve or reject gets 409), as their executions do in the history.
+  for (const r of unfinished) {
+    if (r.status !== 'pending_approval' || !r.approvalId) continue;
+    const at = state.getExecution(r.id)?.finishedAt ?? Date.now();
+    service.approvals.restore({
+      id: r.approvalId,
+      execId: r.id,
+      team: r.team,
+      plan: { team: r.team, command: r.command, cwd: r.cwd, env: {}, collect: r.collect, session: r.sessionId },
+      planHash: '',
+      explanation: r.explanation,
+      requestedBy: r.requestedBy,
+      createdAt: r.createdAt,
+      expiresAt: at,
+      status: 'expired',
+      resolvedAt: at,
+      resolvedBy: 'system',
+      reason: 'service_restarted',
+    });
+  }
+
   let draining = false;
-  const app = await buildApp({ config: () => config, service, runner, state, logger, isDraining: () => draining });
+  const app = await buildApp({ config: () => config, service, runner: drainable, state, logger, isDraining: () => draining });
+
+  // Draining: requests that would start work get 503 (health, history and approvals keep answering); the
+  // requests under way are counted so SIGTERM can wait for them. /v1/events subscriptions never end by
+  // themselves: they are not waited for, only closed at the end.
+  let inflight = 0;
+  let idle: (() => void) | undefined;
+  app.addHook('onRequest', async (req, reply) => {
+    const route = `${req.method} ${req.routeOptions.url ?? ''}`;
+    if (draining && WORK_ROUTES.has(route)) throw new ServiceError('shutting_down', 'the service is shutting down; retry on another instance');
+    if (route === 'GET /v1/events') return;
+    inflight++;
+    reply.raw.once('close', () => {
+      if (--inflight === 0) idle?.();
+    });
+  });
 
   const poolTemplates = (c: AppConfig) => Object.values(c.teams).map((t) => ({ team: t.name, sandbox: t.sandbox, mounts: t.policy.allowedPaths }));
-  const ready = await runner.ready([...new Set(Object.values(config.teams).map((t) => t.sandbox.image))]);
-  if (!ready.ok) logger.warn({ reason: ready.reason }, `not ready: ${ready.reason}`);
-  await runner.reap().then(
-    (n) => n > 0 && logger.info({ removed: n }, 'reaped leftover sandboxes from an earlier run'),
-    (err) => logger.warn({ err }, 'start-up reap failed'),
-  );
+  if (!first.ok) logger.warn({ reason: first.reason }, `not ready: ${first.reason}`);
   await runner.configurePool(poolTemplates(config));
+
+  // Whether Docker answered at start or not, the engine is watched: when it first answers (or answers again
+  // after going away) leftovers are reaped and the warm pool is refilled, which is what start-up does.
+  let answeredBefore = false;
+  const watch = runner.watchEngine({
+    up: async () => {
+      const st = await runner.ready(images(config));
+      if (st.runtimes) knownRuntimes = st.runtimes;
+      const missing = st.runtimes ? missingRuntimes(config, st.runtimes) : [];
+      if (missing.length > 0) logger.error({ problems: missing }, 'the configuration asks for runtimes dockerd does not offer; /readyz reports it');
+      const removed = await runner.recovered().catch((err: unknown) => {
+        logger.warn({ err }, 'reaping after the engine answered failed');
+        return 0;
+      });
+      if (removed > 0) logger.info({ removed }, 'reaped leftover sandboxes');
+      if (answeredBefore) logger.info({ ready: st.ok, reason: st.reason }, 'the Docker engine answers again');
+      answeredBefore = true;
+    },
+    down: (reason) => {
+      logger.warn({ reason }, 'the Docker engine is not reachable; executions fail with docker_unavailable until it is back');
+    },
+  });
   const reaper = setInterval(() => {
     runner.reap().catch((err) => logger.warn({ err }, 'reaper failed'));
     try {
@@ -113,23 +185,41 @@ async function serve(argv: string[]): Promise<void> {
         `  dashboard: ${url}/  (sign in with the token)\n` +
         `  try:       curl -N -H "Authorization: Bearer ${config.generatedToken}" -H 'content-type: application/json' \\\n` +
         `               -d '{"command":"echo hi"}' ${url}/v1/exec\n` +
-        (ready.ok ? '' : `  WARNING:   ${ready.reason}\n`) +
+        (first.ok ? '' : `  WARNING:   ${first.reason}\n`) +
         '\n',
     );
   }
 
+  /** Resolves true when no request is under way, false when `ms` pass first. */
+  const untilIdle = (ms: number) =>
+    new Promise<boolean>((resolve) => {
+      if (inflight === 0) return resolve(true);
+      const timer = setTimeout(() => resolve(false), ms);
+      idle = () => {
+        clearTimeout(timer);
+        resolve(true);
+      };
+    });
+
   const shutdown = async (signal: string) => {
     if (draining) return;
     draining = true;
-    logger.info({ signal }, 'shutting down: draining');
+    const drainMs = config.gateway.drainTimeoutMs;
+    logger.info({ signal, running: inflight, drainTimeoutMs: drainMs }, 'shutting down: draining');
     clearInterval(reaper);
+    watch.stop();
+    // Nobody will approve now: waiting clients get error shutting_down (retry elsewhere).
     service.approvals.expireAll('shutting_down');
-    const deadline = setTimeout(() => {
-      logger.warn('drain deadline passed; closing connections');
-      app.server.closeAllConnections();
-    }, 10_000);
-    deadline.unref();
-    await app.close();
+    if (!(await untilIdle(drainMs))) {
+      logger.warn({ running: inflight }, 'drain deadline passed; stopping the executions still running');
+      // Their clients get error shutting_down as the last event; sessions end (their commands with them).
+      drainable.stopAll();
+      await service.sessions.closeAll('shutdown');
+      if (!(await untilIdle(5_000))) logger.warn({ running: inflight }, 'requests still open after stopping; closing their connections');
+    }
+    const closing = app.close();
+    app.server.closeAllConnections();
+    await closing;
     await service.sessions.closeAll('shutdown');
     await runner.close();
     await service.notifier.idle();
@@ -137,7 +227,7 @@ async function serve(argv: string[]): Promise<void> {
     logger.info('stopped');
     process.exit(0);
   };
-  process.on('SIGHUP', () => {
+  const reload = async () => {
     const path = values.config ?? process.env.EXECGATE_CONFIG;
     if (!path) {
       logger.warn('SIGHUP: running on the embedded default; there is no file to reload');
@@ -151,6 +241,13 @@ async function serve(argv: string[]): Promise<void> {
         next.gateway.port = config.gateway.port;
         next.store = config.store;
       }
+      // A runtime dockerd does not offer (now, or when it last answered) is refused like any other bad key.
+      const offered = (await runner.ready([])).runtimes ?? knownRuntimes;
+      if (offered) {
+        knownRuntimes = offered;
+        const missing = missingRuntimes(next, offered);
+        if (missing.length > 0) throw new ConfigError(missing);
+      }
       // Running executions keep the team settings they started with; new requests get the new ones.
       config = next;
       void runner.configurePool(poolTemplates(next));
@@ -161,9 +258,67 @@ async function serve(argv: string[]): Promise<void> {
       const problems = err instanceof ConfigError ? err.problems : [(err as Error).message];
       logger.error({ problems }, 'configuration reload refused; keeping the previous configuration');
     }
-  });
+  };
+  process.on('SIGHUP', () => void reload());
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
   process.on('SIGINT', () => void shutdown('SIGINT'));
+}
+
+/** Routes that start work: answered 503 while the service drains. */
+const WORK_ROUTES = new Set(['POST /v1/exec', 'POST /v1/sessions', 'POST /v1/sessions/:id/exec', 'PUT /v1/sessions/:id/files', 'GET /v1/sessions/:id/files']);
+
+/** One line per team whose sandbox.runtime dockerd does not offer, naming what it does offer. */
+function missingRuntimes(config: AppConfig, offered: readonly string[]): string[] {
+  return Object.values(config.teams)
+    .filter((t) => !offered.includes(t.sandbox.runtime))
+    .map((t) => `agents.teams.${t.name}.sandbox.runtime: team "${t.name}" asks for runtime "${t.sandbox.runtime}", which dockerd does not offer (it offers: ${offered.join(', ') || 'none'}); register it in dockerd's daemon.json or choose one of those`);
+}
+
+/**
+ * The runner the service uses: the Docker runner, plus a way to stop every run at the drain deadline so that
+ * each ends with error shutting_down (its client is told why) rather than a bare kill.
+ */
+class DrainableRunner implements Runner {
+  private readonly stop = new AbortController();
+
+  constructor(private readonly inner: DockerRunner) {}
+
+  stopAll(): void {
+    this.stop.abort();
+  }
+
+  async *run(spec: RunSpec, signal: AbortSignal): AsyncGenerator<RunEvent, RunResult, void> {
+    let stopped = this.stop.signal.aborted;
+    const onStop = () => (stopped = true);
+    this.stop.signal.addEventListener('abort', onStop, { once: true });
+    try {
+      const result = yield* this.inner.run(spec, AbortSignal.any([signal, this.stop.signal]));
+      if (stopped && !signal.aborted) return { ...result, error: { code: 'shutting_down', message: 'the service is shutting down and stopped this command at its drain deadline (gateway.drainTimeoutMs)' } };
+      return result;
+    } finally {
+      this.stop.signal.removeEventListener('abort', onStop);
+    }
+  }
+
+  ready(images: string[]): Promise<ReadyState> {
+    return this.inner.ready(images);
+  }
+
+  reap(): Promise<number> {
+    return this.inner.reap();
+  }
+
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+
+  openSession(spec: SessionSpec): Promise<SessionHandle> {
+    return this.inner.openSession(spec);
+  }
+
+  poolIdle(): Record<string, number> {
+    return this.inner.poolIdle();
+  }
 }
 
 async function audit(argv: string[]): Promise<void> {

@@ -137,6 +137,17 @@ export class ApprovalQueue {
     this.finish(id, 'withdrawn', { approved: false, reason: 'withdrawn', by: 'system' });
   }
 
+  /**
+   * Puts back an approval resolved before this process started (one a restart expired), so that it answers
+   * with its status (GET) and a late approve or reject gets 409, not 404.
+   */
+  restore(a: Approval): void {
+    if (a.status === 'pending' || this.pending.has(a.id)) return;
+    this.done.set(a.id, a);
+    const keep = this.opts.keepResolved ?? 1000;
+    while (this.done.size > keep) this.done.delete(this.done.keys().next().value as string);
+  }
+
   /** Expires everything pending (service shutdown): waiting clients are answered, nothing hangs. */
   expireAll(reason = 'expired'): void {
     for (const id of [...this.pending.keys()]) this.finish(id, 'expired', { approved: false, reason, by: 'system' });

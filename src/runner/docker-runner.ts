@@ -2,6 +2,8 @@ import Docker from 'dockerode';
 import type { Logger } from 'pino';
 import { LABEL_DEADLINE, LABEL_EXEC, LABEL_INSTANCE, LABEL_MANAGED, LABEL_TEAM, containerSpec, teamNetworkName } from './container-spec.js';
 import { randomBytes } from 'node:crypto';
+import { Agent as HttpAgent } from 'node:http';
+import { Agent as HttpsAgent } from 'node:https';
 import { createReadStream, realpathSync, statSync } from 'node:fs';
 import type { SandboxSettings } from '../config/load.js';
 import type { AllowedPath } from '../policy/types.js';
@@ -31,9 +33,10 @@ interface DockerError extends Error {
 export function classifyDockerError(err: unknown, image: string): { code: string; message: string } {
   const e = err as DockerError;
   const msg = e?.json?.message ?? e?.message ?? String(err);
-  if (e?.code === 'ENOENT' || e?.code === 'ECONNREFUSED' || e?.code === 'EACCES' || e?.code === 'ECONNRESET') {
+  if (e?.code === 'ENOENT' || e?.code === 'ECONNREFUSED' || e?.code === 'EACCES' || e?.code === 'ECONNRESET' || e?.code === 'EPIPE' || e?.code === 'engine_lost') {
     return { code: 'docker_unavailable', message: `the Docker engine is not reachable (${e.code}): ${msg}` };
   }
+  if (/socket hang up/i.test(msg)) return { code: 'docker_unavailable', message: `the Docker engine went away: ${msg}` };
   if (e?.statusCode === 404 && /image/i.test(msg)) {
     return { code: 'image_missing', message: `sandbox image ${image} is not present; build it with \`npm run images\`` };
   }
@@ -83,6 +86,43 @@ function firstLine(stream: NodeJS.ReadWriteStream, timeoutMs: number): Promise<n
   });
 }
 
+/**
+ * The container's exit status once its output has ended. Docker's wait() answers within milliseconds of the
+ * stream's end; when dockerd dies abruptly its answer never comes (the half-read response is dropped, the
+ * promise never settles), so after a second without one the container is inspected instead: that fails at
+ * once (docker_unavailable) when the engine is gone, or gives the exit code.
+ */
+async function exitStatus(container: Docker.Container, waited: Promise<{ StatusCode: number | null; err?: unknown }>): Promise<{ StatusCode: number | null; err?: unknown }> {
+  let settled = false;
+  const poll = (async (): Promise<{ StatusCode: number | null; err?: unknown }> => {
+    for (;;) {
+      await new Promise((r) => setTimeout(r, 1000).unref());
+      if (settled) return { StatusCode: null };
+      const info = await container.inspect().catch((err: DockerError) => {
+        throw err.statusCode ? err : Object.assign(err, { code: err.code ?? 'engine_lost' });
+      });
+      if (!info.State.Running) return { StatusCode: info.State.ExitCode };
+    }
+  })();
+  try {
+    return await Promise.race([waited, poll]);
+  } finally {
+    settled = true;
+  }
+}
+
+/**
+ * A client of the same engine that opens a new connection for every request. dockerd stopping closes its
+ * listening socket first and then stops the containers, while connections already open (Node keeps them
+ * alive between requests) still answer: only a new connection tells that the engine is going away.
+ */
+export function probeClient(docker: Docker): Docker {
+  const m = docker.modem as unknown as { socketPath?: unknown; host?: string; port?: string | number; protocol?: string; ca?: unknown; cert?: unknown; key?: unknown; version?: string };
+  if (m.protocol === 'ssh') return docker;
+  const agent = m.protocol === 'https' ? new HttpsAgent({ keepAlive: false }) : new HttpAgent({ keepAlive: false });
+  return new Docker({ socketPath: m.socketPath, host: m.host, port: m.port, protocol: m.protocol, ca: m.ca, cert: m.cert, key: m.key, version: m.version, timeout: 5000, agent } as Docker.DockerOptions);
+}
+
 function waitFor(container: Docker.Container): Promise<{ StatusCode: number | null; err?: unknown }> {
   return container.wait().then(
     (w: { StatusCode: number }) => w,
@@ -111,6 +151,8 @@ export function checkMounts(mounts: readonly AllowedPath[]): void {
 
 export class DockerRunner implements Runner {
   readonly docker: Docker;
+  /** The same engine over a new connection each time: whether it is there (or stopping) right now. */
+  private readonly probe: Docker;
   private readonly instance: string;
   private readonly log: Logger;
   private readonly now: () => number;
@@ -125,6 +167,7 @@ export class DockerRunner implements Runner {
 
   constructor(opts: DockerRunnerOptions) {
     this.docker = opts.docker ?? new Docker();
+    this.probe = probeClient(this.docker);
     this.instance = opts.instance;
     this.log = opts.logger;
     this.now = opts.now ?? Date.now;
@@ -345,13 +388,15 @@ export class DockerRunner implements Runner {
       }
       if (scanners) for (const which of ['stdout', 'stderr'] as const) yield* emit(which, scanners[which].flush());
 
-      const w = await waited;
+      const w = await exitStatus(container, waited);
       if ('err' in w) throw w.err;
       result.exitCode = w.StatusCode;
-      // Only a SIGKILL we did not send can be the kernel's OOM killer: inspect just then.
-      if (w.StatusCode === 137 && !result.timedOut && !result.truncated && !result.writeQuotaExceeded && !signal.aborted) {
-        const info = await container.inspect();
-        result.oomKilled = info.State.OOMKilled === true;
+      // A signal we did not send: the kernel's OOM killer (SIGKILL), or dockerd stopping its containers as it
+      // shuts down (SIGTERM). Ask the engine just then, on a new connection: when it is gone or going, this
+      // throws and the run ends with docker_unavailable rather than an exit code the command never chose.
+      if ((w.StatusCode ?? 0) > 128 && !result.timedOut && !result.truncated && !result.writeQuotaExceeded && !signal.aborted) {
+        await this.probe.ping();
+        if (w.StatusCode === 137) result.oomKilled = (await container.inspect()).State.OOMKilled === true;
       }
       return finish();
     } catch (err) {
@@ -527,6 +572,97 @@ export class DockerRunner implements Runner {
     }
   }
 
+  /**
+   * Watches the engine: `down` when it stops answering, or when its event stream ends (so a restart quicker
+   * than one check is seen too), `up` when it answers again — and once at the start if it answers then.
+   */
+  watchEngine(handlers: { up: () => Promise<void> | void; down: (reason: string) => void }, intervalMs = 1000): { stop(): void } {
+    let stopped = false;
+    let state: 'up' | 'down' | 'unknown' = 'unknown';
+    let events: (NodeJS.ReadableStream & { destroy?: () => void }) | undefined;
+    let lost = false;
+    let wake: (() => void) | undefined;
+    const subscribe = async () => {
+      try {
+        // Daemon events are rare (a config reload): the stream is quiet until it ends with the engine.
+        const s = (await this.docker.getEvents({ filters: { type: ['daemon'] } })) as NodeJS.ReadableStream & { destroy?: () => void };
+        events = s;
+        const gone = () => {
+          if (events !== s) return;
+          events = undefined;
+          lost = true;
+          wake?.();
+        };
+        s.on('end', gone);
+        s.on('close', gone);
+        s.on('error', gone);
+        s.resume();
+      } catch {
+        lost = true;
+      }
+    };
+    void (async () => {
+      while (!stopped) {
+        const reason = await this.probe.ping().then(
+          () => undefined,
+          (err: unknown) => classifyDockerError(err, '').message,
+        );
+        if (stopped) break;
+        if (lost && state === 'up') {
+          state = 'down';
+          handlers.down(reason ?? 'the Docker engine restarted');
+        }
+        lost = false;
+        if (reason === undefined && state !== 'up') {
+          state = 'up';
+          await subscribe();
+          try {
+            await handlers.up();
+          } catch (err) {
+            this.log.warn({ err }, 'engine watch: recovery step failed');
+          }
+        } else if (reason !== undefined && state !== 'down') {
+          state = 'down';
+          handlers.down(reason);
+        }
+        if (stopped || lost) continue;
+        await new Promise<void>((r) => {
+          const t = setTimeout(r, intervalMs);
+          t.unref();
+          wake = () => {
+            clearTimeout(t);
+            r();
+          };
+        });
+        wake = undefined;
+      }
+    })();
+    return {
+      stop: () => {
+        stopped = true;
+        wake?.();
+        const s = events;
+        events = undefined;
+        s?.destroy?.();
+      },
+    };
+  }
+
+  /**
+   * After the engine came back (or first answered): forget what a restart may have changed, reap what the
+   * outage left (containers killed mid-run whose removal failed), and refill the warm pool now rather than
+   * after its circuit breaker's cool-down.
+   */
+  async recovered(): Promise<number> {
+    this.imageIds.clear();
+    this.networks.clear();
+    this.pool.resetBreaker();
+    const removed = await this.reap();
+    if (!this.poolTemplates.some((t) => t.sandbox.pool.size > 0)) return removed;
+    await this.configurePool(this.poolTemplates);
+    return removed;
+  }
+
   async reap(): Promise<number> {
     this.imageIds.clear();
     this.pool.sweep();
@@ -550,6 +686,18 @@ export class DockerRunner implements Runner {
         }
       }),
     );
+    // A /scratch volume outlives its container only when the removal was cut short (the engine stopping
+    // mid-way): no container uses it any more, so it is a leftover whichever instance made it.
+    const volumes = (await this.docker.listVolumes({ filters: { label: [`${LABEL_MANAGED}=true`], dangling: ['true'] } })).Volumes ?? [];
+    for (const v of volumes) {
+      await this.docker
+        .getVolume(v.Name)
+        .remove()
+        .then(
+          () => this.log.info({ volume: v.Name }, 'reaped leftover scratch volume'),
+          (err: DockerError) => err.statusCode !== 404 && err.statusCode !== 409 && this.log.warn({ volume: v.Name, err }, 'reaper could not remove volume'),
+        );
+    }
     return removed;
   }
 

@@ -128,6 +128,13 @@ export class WarmPool {
       const list = this.idle.get(key) ?? [];
       list.push(w);
       this.idle.set(key, list);
+      // One that dies while it waits (the engine restarted, someone removed it) is never handed out: it leaves
+      // the pool, to be replaced by the next take() or reaper tick (or at once when the engine comes back).
+      // Its stream ends even when dockerd is killed outright and wait() never answers.
+      const died = () => this.evict(w);
+      void w.waited.then(died);
+      w.stream.once('end', died);
+      w.stream.once('close', died);
     } catch (err) {
       this.failures++;
       if (this.failures >= (this.deps.breakerThreshold ?? 3)) {
@@ -151,6 +158,20 @@ export class WarmPool {
     for (const list of this.idle.values()) for (const w of list) this.deps.destroy(w);
     this.idle.clear();
     while (this.inflight.size > 0) await Promise.allSettled([...this.inflight]);
+  }
+
+  private evict(w: WarmContainer): void {
+    const list = this.idle.get(w.key);
+    const i = list?.indexOf(w) ?? -1;
+    if (!list || i < 0) return;
+    list.splice(i, 1);
+    this.deps.destroy(w);
+  }
+
+  /** The engine is back: refill now, without waiting for the breaker's cool-down. */
+  resetBreaker(): void {
+    this.openUntil = 0;
+    this.failures = 0;
   }
 
   /** While the breaker is open nothing refills; this lets the next sweep try again once it has closed. */

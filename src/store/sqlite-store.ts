@@ -54,6 +54,12 @@ export class SqliteStateStore implements StateStore {
     };
   }
 
+  /** Executions a stop left unfinished (running, or waiting for an approval): call before recoverAfterRestart. */
+  unfinished(): ExecutionRecord[] {
+    const rows = this.db.prepare("SELECT record FROM executions WHERE status IN ('running', 'pending_approval')").all() as { record: string }[];
+    return rows.map((r) => JSON.parse(r.record) as ExecutionRecord);
+  }
+
   /**
    * After a crash, nothing is running and nobody is waiting: runs still marked running are failed and pending
    * approvals expired, so history never shows a run that can no longer end.
