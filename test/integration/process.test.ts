@@ -1,18 +1,15 @@
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import Docker from 'dockerode';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { LABEL_EXEC } from '../../src/runner/container-spec.js';
 import { SANDBOX_IMAGE, TEST_RUNTIME, projectDir } from '../support/sandbox.js';
 import { buildDist, startService, stopService, type ServiceProcess } from '../support/service-process.js';
 
 /**
- * The real service process (`node dist/main.js serve`): configuration reload on SIGHUP, state that survives
- * a restart, and orphans of a SIGKILLed process reaped by the next one.
+ * The real service process (`node dist/main.js serve`): configuration reload on SIGHUP, and state that
+ * survives a restart. Faults (SIGKILL, SIGTERM, Docker away) are in faults.test.ts.
  */
 const TOKEN = 'process-test-token-1';
-const docker = new Docker();
 const project = projectDir();
 const work = mkdtempSync(join('/var/tmp', 'execgate-proc-'));
 const configPath = join(work, 'config.yaml');
@@ -107,28 +104,5 @@ describe('the service process', () => {
     const verify = execFileSync(process.execPath, ['dist/main.js', 'audit', 'verify', '--store', store]).toString();
     expect(verify).toMatch(/^audit chain intact: \d+ records/);
   });
-
-  it('after SIGKILL mid-run, the next start reaps the orphan and marks the run failed', async () => {
-    writeConfig(`[{ name: sleep, pattern: '^sleep ', action: allow }]`);
-    let s = await start();
-    let execId = '';
-    const res = await fetch(`${s.url}/v1/exec`, { method: 'POST', headers, body: JSON.stringify({ command: 'sleep 120' }) });
-    const reader = res.body!.getReader();
-    let text = '';
-    while (!text.includes('"started"')) text += new TextDecoder().decode((await reader.read()).value);
-    execId = /"execId":"([^"]+)"/.exec(text)![1]!;
-    await stop(s, 'SIGKILL');
-    await reader.cancel().catch(() => undefined);
-    const orphans = await docker.listContainers({ all: true, filters: { label: [`${LABEL_EXEC}=${execId}`] } });
-    expect(orphans).toHaveLength(1);
-
-    s = await start();
-    try {
-      await until(() => docker.listContainers({ all: true, filters: { label: [`${LABEL_EXEC}=${execId}`] } }), (l) => l.length === 0, 'the orphan to be reaped');
-      const hist = (await (await fetch(`${s.url}/v1/executions/${execId}`, { headers })).json()) as Record<string, unknown>;
-      expect(hist).toMatchObject({ status: 'failed', error: 'service_restarted' });
-    } finally {
-      await stop(s);
-    }
-  });
+  // A SIGKILLed process's orphans and approvals: test/integration/faults.test.ts.
 });

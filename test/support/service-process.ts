@@ -32,11 +32,34 @@ export async function startService(configPath: string, env: NodeJS.ProcessEnv = 
   return { proc, url, logs };
 }
 
-export async function stopService(s: ServiceProcess, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
-  if (s.proc.exitCode !== null) return;
-  const exited = new Promise((r) => s.proc.once('exit', r));
+/** Sends `signal` and waits for the exit; answers the exit code (null when a signal ended it). */
+export async function stopService(s: ServiceProcess, signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
+  if (s.proc.exitCode !== null || s.proc.signalCode !== null) return s.proc.exitCode;
+  const exited = new Promise<number | null>((r) => s.proc.once('exit', (code) => r(code)));
   s.proc.kill(signal);
-  await exited;
+  return exited;
+}
+
+/** Runs `serve` expecting it to stop by itself (a start-up error): its exit code and everything it printed. */
+export async function serveUntilExit(configPath: string, env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; output: string }> {
+  const proc = spawn(process.execPath, [...NODE_FLAGS, 'dist/main.js', 'serve', '--config', configPath], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const out: string[] = [];
+  proc.stdout.on('data', (d: Buffer) => out.push(d.toString()));
+  proc.stderr.on('data', (d: Buffer) => out.push(d.toString()));
+  const timer = setTimeout(() => proc.kill('SIGKILL'), 30_000);
+  const code = await new Promise<number | null>((r) => proc.once('exit', (c) => r(c)));
+  clearTimeout(timer);
+  return { code, output: out.join('') };
+}
+
+/** Waits until the service's output holds `pattern` (a log line), up to `ms`. */
+export async function waitForLog(s: ServiceProcess, pattern: RegExp | string, ms = 30_000): Promise<void> {
+  for (let t = 0; t < ms; t += 100) {
+    const text = s.logs.join('');
+    if (typeof pattern === 'string' ? text.includes(pattern) : pattern.test(text)) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`the service did not log ${String(pattern)}:\n${s.logs.join('').slice(-4000)}`);
 }
 
 /** Resident and peak resident memory of a process, in bytes (Linux /proc). */
