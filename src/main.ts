@@ -215,7 +215,7 @@ async function serve(argv: string[]): Promise<void> {
       // Their clients get error shutting_down as the last event; sessions end (their commands with them).
       drainable.stopAll();
       await service.sessions.closeAll('shutdown');
-      if (!(await untilIdle(5_000))) logger.warn({ running: inflight }, 'requests still open after stopping; closing their connections');
+      if (!(await untilIdle(1_500))) logger.warn({ running: inflight }, 'requests still open after stopping; closing their connections');
     }
     const closing = app.close();
     app.server.closeAllConnections();

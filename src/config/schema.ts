@@ -210,8 +210,9 @@ export const ConfigFileSchema = z
           .number()
           .int()
           .min(0)
-          .default(10_000)
-          .describe('On SIGTERM, how long running executions may take to finish before they are stopped (their clients get an error event)'),
+          // 8 s: the drain, the stop and the sandboxes' removal fit in `docker stop`'s 10 s grace period.
+          .default(8_000)
+          .describe('On SIGTERM, how long running executions may take to finish before they are stopped (their clients get error shutting_down); keep it under the grace period of whatever stops the service'),
       })
       .strict()
       .prefault({}),
