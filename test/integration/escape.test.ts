@@ -470,9 +470,9 @@ for h, p in ${JSON.stringify(targets)}:
         print("fail", h, p, e)
 '`;
 
-  it('there is no network: no interface but lo, and TCP to the host (its addresses, Docker\'s gateways, a listener it opened) fails', async () => {
+  it('there is no network: no interface but lo, and TCP to the host (its addresses, Docker\'s gateways, a listener it opened) or the internet fails', async () => {
     const gateways = (await docker.listNetworks()).flatMap((n) => (n.IPAM?.Config ?? []).map((c) => c.Gateway).filter((g): g is string => !!g && !g.includes(':')));
-    const targets: [string, number][] = [...new Set([...hostAddresses(), ...gateways])].map((h) => [h, port]);
+    const targets: [string, number][] = [...[...new Set([...hostAddresses(), ...gateways])].map((h): [string, number] => [h, port]), ['1.1.1.1', 443]];
     // The listener answers from the host itself: a refusal below is the sandbox's, not a dead listener.
     const greeting = await new Promise<string>((resolve, reject) => {
       const c = connect(port, hostAddresses().find((a) => a !== '127.0.0.1') ?? '127.0.0.1');
