@@ -22,6 +22,12 @@ import { stat, statfs } from 'node:fs/promises';
  * many 4 KB files, none (stopped at the limit: metadata counts); four `dd bs=1M` at once, 270 to 1000 MB, which
  * is their speed times the latency of Docker's kill under that load (150 to 370 ms). The watchdog sees the
  * breach within about 15 MB; the rest is written while the kill travels.
+ *
+ * Space reserved without being written goes faster than any watchdog: a loop of `fallocate -l 60M` (each file
+ * under RLIMIT_FSIZE) took 840 MB (runc) and 540 MB (runsc) against a 64 MB quota before the kill landed, and
+ * allocators in parallel multiply that. The reserve still stops such a run, but only after the allocation. A
+ * hard bound on what an untrusted writer can take is a filesystem sized for it (an allowed path on a volume
+ * with a project quota, or on a loop-mounted image).
  */
 
 export const DEFAULT_WRITE_QUOTA_MB = 1024;
