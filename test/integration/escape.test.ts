@@ -790,7 +790,7 @@ describe('the write quota of the read-write allowed paths', () => {
     }
   });
 
-  it('the exit event says why: writeQuotaExceeded in the stream, the JSON answer and the history', async () => {
+  it('the service says why the run ended: writeQuotaExceeded in the JSON answer and in the history', async () => {
     const res = await post({ command: manyFiles }, QUOTA_TOKEN, 'application/json');
     expect(res.status).toBe(200);
     const body = (await res.json()) as Record<string, unknown>;
