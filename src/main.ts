@@ -279,24 +279,36 @@ function missingRuntimes(config: AppConfig, offered: readonly string[]): string[
  * each ends with error shutting_down (its client is told why) rather than a bare kill.
  */
 class DrainableRunner implements Runner {
-  private readonly stop = new AbortController();
+  private stopping = false;
+  /** One stop function per run under way: no listener piles up on a shared signal. */
+  private readonly running = new Set<() => void>();
 
   constructor(private readonly inner: DockerRunner) {}
 
   stopAll(): void {
-    this.stop.abort();
+    this.stopping = true;
+    for (const stop of this.running) stop();
   }
 
   async *run(spec: RunSpec, signal: AbortSignal): AsyncGenerator<RunEvent, RunResult, void> {
-    let stopped = this.stop.signal.aborted;
-    const onStop = () => (stopped = true);
-    this.stop.signal.addEventListener('abort', onStop, { once: true });
+    const ac = new AbortController();
+    let stopped = false;
+    const stop = () => {
+      stopped = true;
+      ac.abort();
+    };
+    const onClientGone = () => ac.abort();
+    signal.addEventListener('abort', onClientGone, { once: true });
+    if (signal.aborted) ac.abort();
+    if (this.stopping) stop();
+    this.running.add(stop);
     try {
-      const result = yield* this.inner.run(spec, AbortSignal.any([signal, this.stop.signal]));
+      const result = yield* this.inner.run(spec, ac.signal);
       if (stopped && !signal.aborted) return { ...result, error: { code: 'shutting_down', message: 'the service is shutting down and stopped this command at its drain deadline (gateway.drainTimeoutMs)' } };
       return result;
     } finally {
-      this.stop.signal.removeEventListener('abort', onStop);
+      this.running.delete(stop);
+      signal.removeEventListener('abort', onClientGone);
     }
   }
 

@@ -1,4 +1,5 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { LABEL_EXEC, LABEL_INSTANCE, LABEL_MANAGED, LABEL_TEAM } from '../../src/runner/container-spec.js';
@@ -23,6 +24,9 @@ const project = projectDir('execgate-faults-');
 const work = mkdtempSync(join('/var/tmp', 'execgate-faults-'));
 let pd: PrivateDockerd;
 let services: ServiceProcess[] = [];
+/** The host's network interfaces before: the private engine must leave them as they were (docker0 above all). */
+const interfaces = () => Object.keys(networkInterfaces()).sort();
+let hostInterfaces: string[] = [];
 
 type Ev = Record<string, unknown>;
 
@@ -103,6 +107,7 @@ const byExec = (execId: string) => pd.docker.listContainers({ all: true, filters
 const poolIdle = async (s: ServiceProcess) => Number(/^execgate_pool_idle\{team="default"\} (\d+)/m.exec(await (await fetch(`${s.url}/metrics`)).text())?.[1] ?? 0);
 
 beforeAll(async () => {
+  hostInterfaces = interfaces();
   buildDist();
   pd = await privateDockerd('faults');
   await pd.start();
@@ -131,6 +136,8 @@ afterAll(async () => {
     project.remove();
     rmSync(work, { recursive: true, force: true });
   }
+  // Starting, stopping and restarting a second engine left the host's network alone.
+  expect(interfaces()).toEqual(hostInterfaces);
 }, 120_000);
 
 describe('faults', () => {

@@ -6,8 +6,13 @@ import Docker from 'dockerode';
 /**
  * A second Docker engine of our own, for fault tests that stop, restart or withhold Docker: the system engine
  * (/var/run/docker.sock) is shared with every other test and must never be disturbed. It has its own socket,
- * data root, exec root (and so its own containerd), pidfile and config, no bridge and no iptables rules, and
- * registers runsc with --network=none as .ci/setup-docker.sh does for the system engine.
+ * data root, exec root (and so its own containerd), pidfile and config, and registers runsc with
+ * --network=none as .ci/setup-docker.sh does for the system engine.
+ *
+ * It runs in a network namespace of its own (`unshare --net`): dockerd's network set-up is host-wide
+ * otherwise, and with --bridge=none it deletes the interface named docker0 — the system engine's bridge.
+ * Its API is a unix socket, a file, so the service reaches it from the host's namespace all the same;
+ * sandboxes run with network none anyway. No bridge, no iptables rules, no NAT.
  *
  * The data root is kept between runs (the sandbox image is copied in once, about 5 s, and again only when the
  * system engine's image id changes); everything else (containers, volumes) is removed at start and at
@@ -107,8 +112,11 @@ export async function privateDockerd(name = 'default'): Promise<PrivateDockerd> 
       const fd = openSync(logPath, 'a');
       try {
         proc = spawn(
-          'dockerd',
+          'unshare',
           [
+            '--net',
+            '--',
+            'dockerd',
             `--host=unix://${socket}`,
             `--data-root=${dataRoot}`,
             `--exec-root=${execRoot}`,
