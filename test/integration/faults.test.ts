@@ -186,6 +186,22 @@ describe('faults', () => {
     expect(await next.json()).toMatchObject({ exitCode: 0, stdout: 'back\n' });
   });
 
+  it('Docker killed outright (SIGKILL) mid-run: its wait() never answers, yet the run ends with error docker_unavailable, and once Docker is back the container is reaped', async () => {
+    const { path } = writeConfig('crash');
+    const s = await start(path);
+    const run = execStream(s, { command: 'echo up; sleep 300' });
+    await run.event('stdout');
+    const execId = run.events[0]!.execId as string;
+    await pd.kill();
+    const events = await run.done;
+    expect(events.at(-1), JSON.stringify(events)).toMatchObject({ type: 'error', code: 'docker_unavailable' });
+    expect(events.some((e) => e.type === 'exit')).toBe(false);
+    await pd.start();
+    await until(() => readyz(s), (r) => r.status === 200, '/readyz to answer 200 again');
+    await until(() => byExec(execId), (l) => l.length === 0, 'the container to be reaped');
+    expect(await pd.volumes()).toEqual([]);
+  });
+
   it('the service SIGKILLed mid-run and restarted: every orphan (one-shot, warm pool, session) is reaped, runs are failed, pending approvals answer as expired', async () => {
     const { path } = writeConfig('sigkill', { pool: 1 });
     let s = await start(path);

@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Docker from 'dockerode';
 
@@ -29,6 +29,8 @@ export interface PrivateDockerd {
   start(): Promise<void>;
   /** SIGTERM, as an init system stops Docker (running containers get SIGTERM, then SIGKILL after 10 s), and waits for the exit. */
   stop(): Promise<void>;
+  /** SIGKILL, as a crash: containers keep running under their shims until dockerd is back. */
+  kill(): Promise<void>;
   /** stop() then start(). */
   restart(): Promise<void>;
   /** Copies images from the system engine unless the same image id is already there. */
@@ -47,10 +49,15 @@ const DAEMON_JSON = { runtimes: { runsc: { path: '/usr/bin/runsc', runtimeArgs: 
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** Running, and not a zombie (a zombie answers kill(pid, 0) too, and dockerd would take it for a live daemon). */
 function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
+  } catch {
+    return false;
+  }
+  try {
+    return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
   } catch {
     return false;
   }
@@ -64,21 +71,27 @@ async function waitGone(pid: number, ms: number): Promise<boolean> {
   return !alive(pid);
 }
 
-/** A dockerd an earlier (crashed) run of these tests left behind: its pidfile names it, its command line proves it. */
-async function stopLeftover(pidfile: string, dataRoot: string): Promise<void> {
+/**
+ * A dockerd (or containerd) an earlier run or a SIGKILL left behind: its pidfile names it, its command line
+ * proves it ours. It is stopped, and the pidfile removed, so that the next dockerd neither refuses to start
+ * nor waits on a containerd that is going away.
+ */
+async function stopLeftover(pidfile: string, mark: string, program: string): Promise<void> {
   if (!existsSync(pidfile)) return;
   const pid = Number(readFileSync(pidfile, 'utf8').trim());
-  if (!Number.isInteger(pid) || pid <= 1 || !alive(pid)) return;
-  let cmdline = '';
-  try {
-    cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ');
-  } catch {
-    return;
+  if (Number.isInteger(pid) && pid > 1 && alive(pid)) {
+    let cmdline = '';
+    try {
+      cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ');
+    } catch {
+      // gone meanwhile
+    }
+    if (!cmdline.includes(program) || !cmdline.includes(mark)) return;
+    process.kill(pid, 'SIGTERM');
+    if (!(await waitGone(pid, 30_000))) process.kill(pid, 'SIGKILL');
+    await waitGone(pid, 5_000);
   }
-  if (!cmdline.includes('dockerd') || !cmdline.includes(dataRoot)) return;
-  process.kill(pid, 'SIGTERM');
-  if (!(await waitGone(pid, 30_000))) process.kill(pid, 'SIGKILL');
-  await waitGone(pid, 5_000);
+  rmSync(pidfile, { force: true });
 }
 
 export async function privateDockerd(name = 'default'): Promise<PrivateDockerd> {
@@ -92,7 +105,7 @@ export async function privateDockerd(name = 'default'): Promise<PrivateDockerd> 
   mkdirSync(dataRoot, { recursive: true });
   mkdirSync(execRoot, { recursive: true });
   writeFileSync(config, JSON.stringify(DAEMON_JSON));
-  await stopLeftover(pidfile, dataRoot);
+  await stopLeftover(pidfile, dataRoot, 'dockerd');
 
   const docker = new Docker({ socketPath: socket });
   let proc: ChildProcess | undefined;
@@ -109,6 +122,9 @@ export async function privateDockerd(name = 'default'): Promise<PrivateDockerd> 
 
     async start(): Promise<void> {
       if (api.running) return;
+      // After a SIGKILLed dockerd its containerd lingers a moment; a dockerd started meanwhile takes it for a
+      // live one and waits for a socket that never comes. Let it go first (it is ours: its config is here).
+      await stopLeftover(join(execRoot, 'containerd', 'containerd.pid'), execRoot, 'containerd');
       const fd = openSync(logPath, 'a');
       try {
         proc = spawn(
@@ -151,6 +167,12 @@ export async function privateDockerd(name = 'default'): Promise<PrivateDockerd> 
         proc.kill('SIGKILL');
         await exited;
       }
+    },
+
+    async kill(): Promise<void> {
+      if (!proc || !api.running) return;
+      proc.kill('SIGKILL');
+      await exited;
     },
 
     async restart(): Promise<void> {
