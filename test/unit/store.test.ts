@@ -79,6 +79,17 @@ describe('SqliteStateStore', () => {
     s.close();
   });
 
+  it('the count bound keeps the newest per team in history order, even when creation times tie', () => {
+    const s = new SqliteStateStore(dir, { maxPerTeam: 2 });
+    for (let i = 0; i < 5; i++) s.putExecution(rec(`d${i}`, 'data', { createdAt: 5000 }));
+    s.putExecution(rec('w0', 'web', { createdAt: 1 }));
+    expect(s.prune()).toBe(3);
+    expect(s.listExecutions({ team: 'data', limit: 10 }).map((r) => r.id)).toEqual(['d4', 'd3']);
+    expect(s.listExecutions({ team: 'web', limit: 10 }).map((r) => r.id)).toEqual(['w0']);
+    expect(s.prune()).toBe(0);
+    s.close();
+  });
+
   it('after a crash, running executions become failed and pending approvals expired', () => {
     const a = new SqliteStateStore(dir);
     a.putExecution(rec('ex_run', 'data', { status: 'running' }));
