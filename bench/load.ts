@@ -14,7 +14,7 @@
  * The same module runs as a short variant in `npm test` (test/e2e/load.test.ts), where timings are not gated.
  *
  *   node dist-bench/bench/load.js [--clients 100] [--duration 60] [--pool 4] [--teams 2]
- *     [--mix echo=3,ls=2,denied=3,stream=1,sse=1] [--max-concurrent 8] [--max-queued 48]
+ *     [--mix echo=3,ls=2,denied=3,stream=1,sse=1] [--max-concurrent 4] [--max-queued 32] [--warmup 20] [--history 10000]
  *     [--runtime runc] [--out FILE] [--no-gate]
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -26,7 +26,10 @@ import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Worker } from 'node:worker_threads';
 import Docker from 'dockerode';
+import { BUILTIN_AGENT_DEFAULTS, ConfigFileSchema } from '../src/config/schema.js';
 import { NODE_FLAGS } from '../src/node-flags.js';
+import type { ExecutionRecord } from '../src/service/state.js';
+import { SqliteStateStore } from '../src/store/sqlite-store.js';
 
 export const KINDS = ['echo', 'ls', 'denied', 'stream', 'sse'] as const;
 export type Kind = (typeof KINDS)[number];
@@ -41,6 +44,10 @@ export interface LoadOptions {
   teams: number;
   maxConcurrent: number;
   maxQueued: number;
+  /** Requests of each kind sent before the clock starts (not in the figures; failures still count). */
+  warmup: number;
+  /** Executions per team already in the history when the service starts: one that has run a while. */
+  history: number;
   healthIntervalMs: number;
   readyIntervalMs: number;
   image: string;
@@ -61,8 +68,13 @@ export const DEFAULT_OPTIONS: LoadOptions = {
   mix: { echo: 3, ls: 2, denied: 3, stream: 1, sse: 1 },
   pool: 4,
   teams: 2,
-  maxConcurrent: 8,
-  maxQueued: 48,
+  // The product's own per-team defaults: sized for a small machine (ENVIRONMENT.md: Docker starts ~9
+  // containers/s at 8 at a time on 2 cores; more at once adds contention, not throughput).
+  maxConcurrent: BUILTIN_AGENT_DEFAULTS.quota.maxConcurrent,
+  maxQueued: BUILTIN_AGENT_DEFAULTS.quota.maxQueued,
+  warmup: 20,
+  // The history is bounded per team (store.history.maxPerTeam); a service that has run a while is at it.
+  history: ConfigFileSchema.parse({}).store.history.maxPerTeam,
   healthIntervalMs: 50,
   readyIntervalMs: 250,
   image: process.env.EXECGATE_TEST_IMAGE ?? 'execgate/sandbox:latest',
@@ -103,6 +115,7 @@ export interface LoadResult {
   machine: { cpus: number; cpuModel: string | undefined; memGiB: number; node: string };
   options: Omit<LoadOptions, 'log'>;
   instance: string;
+  warmupS: number;
   elapsedS: number;
   kinds: Record<Kind, KindStats>;
   total: { requests: number; ok: number; throttled: number; serverErrors: number; malformed: number; clientErrors: number; okPerSecond: number };
@@ -135,6 +148,9 @@ export interface LoadResult {
     whileUp: { containers: number; idlePool: number; ids: string[] };
     afterStop: { containers: number; volumes: number; ids: string[] };
   };
+  /** Every request as [ms since the start, kind, status (0: failed below HTTP), latency ms], and every
+   *  /healthz probe as [ms since the start, latency ms]: to see when slow answers happened. */
+  timeline: { requests: [number, Kind, number, number][]; healthz: [number, number][] };
   failures: string[];
   ok: boolean;
 }
@@ -628,6 +644,53 @@ async function poolIdle(url: string): Promise<number> {
 
 // ---------------------------------------------------------------------------------------------------------
 
+/** Writes `perTeam` finished executions per team into the store the service will open, as earlier runs would. */
+function prefillHistory(dir: string, teams: string[], perTeam: number, project: string): void {
+  const store = new SqliteStateStore(dir);
+  const explanation = {
+    decision: 'allow',
+    code: 'allowed',
+    hard: false,
+    reason: 'allowed by the rule "echo"',
+    segments: [{ index: 0, text: 'echo earlier', canonical: 'echo earlier', decision: 'allow', code: 'allowed', rule: 'echo', reason: 'allowed by the rule "echo"' }],
+    policyHash: '0123456789abcdef',
+  } as unknown as ExecutionRecord['explanation'];
+  const start = Date.now() - perTeam * 1000;
+  store.db.transaction(() => {
+    for (let i = 0; i < perTeam; i++) {
+      for (const team of teams) {
+        store.putExecution({
+          id: `ex_prefill_${team}_${i}`,
+          team,
+          requestedBy: `load-${team}`,
+          command: 'echo earlier',
+          cwd: project,
+          decision: 'allow',
+          code: explanation.code,
+          explanation,
+          policyHash: explanation.policyHash,
+          status: 'finished',
+          createdAt: start + i * 1000,
+          finishedAt: start + i * 1000 + 200,
+          containerId: 'f'.repeat(64),
+          image: 'execgate/sandbox:latest',
+          imageId: `sha256:${'e'.repeat(64)}`,
+          runtime: 'runc',
+          mounts: [{ path: project, readOnly: false }],
+          limits: { memoryMb: 512, cpus: 1, pidsLimit: 256, timeoutMs: 60_000, maxOutputBytes: 16 << 20, network: 'none', user: '1000:1000' },
+          exitCode: 0,
+          durationMs: 200,
+          timedOut: false,
+          oomKilled: false,
+          truncated: false,
+          bytesOut: 8,
+        });
+      }
+    }
+  })();
+  store.close();
+}
+
 function emptyStats(): { requests: number; ok: number; throttled: number; status: Record<string, number>; serverErrors: number; malformed: number; clientErrors: number; lat: number[]; thrLat: number[]; denyCodes: Record<string, number> } {
   return { requests: 0, ok: 0, throttled: 0, status: {}, serverErrors: 0, malformed: 0, clientErrors: 0, lat: [], thrLat: [], denyCodes: {} };
 }
@@ -681,6 +744,7 @@ export async function runLoad(options: Partial<LoadOptions> = {}): Promise<LoadR
       },
     }),
   );
+  if (opts.history > 0) prefillHistory(join(work, 'store'), teams, opts.history, project);
   const volumesBefore = new Set(((await docker.listVolumes({ filters: { label: ['io.execgate.managed=true'] } })).Volumes ?? []).map((v) => v.Name));
   const watch = await watchDocker(docker, instance);
   const logPath = join(work, 'service.log');
@@ -705,9 +769,32 @@ export async function runLoad(options: Partial<LoadOptions> = {}): Promise<LoadR
       return KINDS[KINDS.length - 1]!;
     };
 
+    // Warm-up, not measured: a fresh process runs its first requests unoptimised (the first ~100 decisions
+    // cost ~4x a warm one), and the figures are for the steady state. A failure here still fails the run.
+    const warmStart = Date.now();
+    for (const kind of KINDS) {
+      if (opts.mix[kind] <= 0 || opts.warmup <= 0) continue;
+      await Promise.all(
+        Array.from({ length: 4 }, async (_, w) => {
+          const ctx: Ctx = { agent, url: service.url, token: tokens[w % tokens.length]!, project, projectFiles, opts, deniedExecIds };
+          for (let i = w; i < opts.warmup; i += 4) {
+            try {
+              await RUN[kind](ctx);
+            } catch (err) {
+              failures.push(`warm-up ${kind}: ${(err as Error).message.slice(0, 300)}`);
+            }
+          }
+        }),
+      );
+    }
+    const warmupS = (Date.now() - warmStart) / 1000;
+    await sleep(1000);
+
     log(`load: ${opts.clients} clients for ${opts.durationS} s on ${service.url} (instance ${instance}, pool ${opts.pool}/team, ${opts.teams} teams, quota ${opts.maxConcurrent} running + ${opts.maxQueued} queued per team)`);
     const prober = startProber(service.url, opts.healthIntervalMs, opts.readyIntervalMs);
     const cpu0 = cpuSnapshot(service.proc.pid!);
+    const timeline: LoadResult['timeline'] = { requests: [], healthz: [] };
+    const startedAt = Date.now();
     const t0 = process.hrtime.bigint();
     const deadline = Date.now() + opts.durationS * 1000;
     const progress = setInterval(() => {
@@ -723,11 +810,14 @@ export async function runLoad(options: Partial<LoadOptions> = {}): Promise<LoadR
         const kind = pick();
         const s = perKind[kind];
         const start = process.hrtime.bigint();
+        const at = Date.now() - startedAt;
         let wait = 0;
+        let status = 0;
         try {
           const out = await RUN[kind](ctx);
           const ms = sinceMs(start);
           s.requests++;
+          status = out.kind === 'throttled' ? 429 : kind === 'denied' ? 403 : 200;
           if (out.kind === 'throttled') {
             s.throttled++;
             s.status['429'] = (s.status['429'] ?? 0) + 1;
@@ -743,10 +833,10 @@ export async function runLoad(options: Partial<LoadOptions> = {}): Promise<LoadR
         } catch (err) {
           s.requests++;
           const msg = (err as Error).message;
-          const status = /^status (\d+)/.exec(msg)?.[1];
+          const code = /^status (\d+)/.exec(msg)?.[1];
           if (err instanceof Malformed) {
-            if (status) s.status[status] = (s.status[status] ?? 0) + 1;
-            else s.status['200'] = (s.status['200'] ?? 0) + 1;
+            s.status[code ?? '200'] = (s.status[code ?? '200'] ?? 0) + 1;
+            status = Number(code ?? 200);
             if (err.server) s.serverErrors++;
             else s.malformed++;
           } else {
@@ -756,6 +846,7 @@ export async function runLoad(options: Partial<LoadOptions> = {}): Promise<LoadR
           if (problems.length < 20) problems.push(`${kind}: ${msg}`);
           wait = 100 + Math.random() * 200;
         }
+        timeline.requests.push([at, kind, status, Math.round(sinceMs(start))]);
         if (wait > 0) await sleep(Math.min(wait, Math.max(0, deadline - Date.now())));
       }
     };
@@ -817,6 +908,7 @@ export async function runLoad(options: Partial<LoadOptions> = {}): Promise<LoadR
       machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model, memGiB: Math.round(totalmem() / 2 ** 30), node: process.version },
       options: { ...opts, log: undefined } as Omit<LoadOptions, 'log'>,
       instance,
+      warmupS,
       elapsedS,
       kinds,
       total: {
@@ -847,6 +939,7 @@ export async function runLoad(options: Partial<LoadOptions> = {}): Promise<LoadR
       },
       containers: { created: watch.created, started: watch.started, startedPool: watch.startedPool, destroyed: watch.destroyed, maxAlive: watch.maxAlive, deniedExecsThatReachedDocker: denied },
       leaks: { whileUp, afterStop: { containers: left.length, volumes: volumes.length, ids: left.map((c) => `${c.Id.slice(0, 12)} ${c.Labels['io.execgate.exec']} ${c.State}`) } },
+      timeline: { requests: timeline.requests, healthz: hs.map((x) => [x.at - startedAt, Math.round(x.ms * 10) / 10]) },
       failures,
       ok: false,
     };
@@ -867,7 +960,7 @@ export async function runLoad(options: Partial<LoadOptions> = {}): Promise<LoadR
     if (r.leaks.afterStop.containers > 0) failures.push(`${r.leaks.afterStop.containers} containers outlived the service: ${r.leaks.afterStop.ids.join(', ')}`);
     if (r.leaks.afterStop.volumes > 0) failures.push(`${r.leaks.afterStop.volumes} execgate volumes outlived the service`);
     if (opts.healthP99LimitMs !== undefined && !(r.health.p99 < opts.healthP99LimitMs)) failures.push(`/healthz p99 ${r.health.p99.toFixed(1)} ms is not under ${opts.healthP99LimitMs} ms`);
-    r.ok = failures.length === 0;
+    r.ok = r.failures.length === 0;
   } finally {
     if (service.proc.exitCode === null && service.proc.signalCode === null) {
       service.signal('SIGKILL');
@@ -895,7 +988,7 @@ export function formatTable(r: LoadResult): string {
   const o = r.options;
   const out = [
     `execgate load — ${r.date} — ${r.machine.cpus} cores (${r.machine.cpuModel}), node ${r.machine.node}, ${o.image} on ${o.runtime}`,
-    `${o.clients} clients for ${o.durationS} s (ran ${r.elapsedS.toFixed(1)} s); ${o.teams} teams, quota ${o.maxConcurrent} running + ${o.maxQueued} queued each; warm pool ${o.pool}/team; mix ${KINDS.map((k) => `${k}=${o.mix[k]}`).join(',')}`,
+    `${o.clients} clients for ${o.durationS} s (ran ${r.elapsedS.toFixed(1)} s, after a ${r.warmupS.toFixed(1)} s warm-up of ${o.warmup} requests per kind); history ${o.history} executions per team at start; ${o.teams} teams, quota ${o.maxConcurrent} running + ${o.maxQueued} queued each; warm pool ${o.pool}/team; mix ${KINDS.map((k) => `${k}=${o.mix[k]}`).join(',')}`,
     '',
     `kind        requests      ok     429     5xx     bad  c.err   ok/s   p50 ms   p95 ms   p99 ms   max ms`,
     ...KINDS.map((k) => {
@@ -938,6 +1031,8 @@ async function main(): Promise<void> {
       teams: { type: 'string' },
       'max-concurrent': { type: 'string' },
       'max-queued': { type: 'string' },
+      warmup: { type: 'string' },
+      history: { type: 'string' },
       runtime: { type: 'string' },
       out: { type: 'string' },
       'no-gate': { type: 'boolean' },
@@ -957,6 +1052,8 @@ async function main(): Promise<void> {
     teams: num(values.teams, 'teams', DEFAULT_OPTIONS.teams),
     maxConcurrent: num(values['max-concurrent'], 'max-concurrent', DEFAULT_OPTIONS.maxConcurrent),
     maxQueued: num(values['max-queued'], 'max-queued', DEFAULT_OPTIONS.maxQueued),
+    warmup: num(values.warmup, 'warmup', DEFAULT_OPTIONS.warmup),
+    history: num(values.history, 'history', DEFAULT_OPTIONS.history),
     ...(values.mix ? { mix: parseMix(values.mix) } : {}),
     ...(values.runtime ? { runtime: values.runtime } : {}),
     out: values.out ?? DEFAULT_OPTIONS.out,
