@@ -3,13 +3,10 @@ import { randomUUID } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import { chromium, type Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildApp } from '../../src/app.js';
-import { systemClock } from '../../src/approvals/queue.js';
 import { resolveConfig } from '../../src/config/load.js';
 import { DockerRunner } from '../../src/runner/docker-runner.js';
-import { ExecService } from '../../src/service/exec-service.js';
-import { MemoryStateStore } from '../../src/service/state.js';
 import { engine } from '../support/app.js';
+import { listenOnEngine } from '../support/engine-app.js';
 import { SANDBOX_IMAGE, TEST_RUNTIME, projectDir, silentLogger } from '../support/sandbox.js';
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
@@ -37,10 +34,7 @@ beforeAll(async () => {
     'e2e',
   );
   runner = new DockerRunner({ instance: `e2e-${randomUUID().slice(0, 8)}`, logger: silentLogger });
-  const state = new MemoryStateStore();
-  const service = new ExecService({ config: () => config, runner, engine: eng, state, logger: silentLogger, clock: systemClock });
-  app = await buildApp({ config: () => config, service, runner, state, logger: silentLogger });
-  url = await app.listen({ host: '127.0.0.1', port: 0 });
+  ({ app, url } = await listenOnEngine(config, runner, eng));
   // The flags keep Chromium off the (closed) network and let it run as root in CI.
   browser = await chromium.launch({
     executablePath: CHROMIUM,

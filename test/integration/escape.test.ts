@@ -8,15 +8,13 @@ import Docker from 'dockerode';
 import type { FastifyInstance } from 'fastify';
 import tar from 'tar-stream';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { buildApp } from '../../src/app.js';
-import { systemClock } from '../../src/approvals/queue.js';
 import { resolveConfig, type AppConfig, type SandboxSettings } from '../../src/config/load.js';
 import { LABEL_EXEC, LABEL_INSTANCE } from '../../src/runner/container-spec.js';
 import { DockerRunner } from '../../src/runner/docker-runner.js';
 import type { RunEvent, RunResult, RunSpec } from '../../src/runner/types.js';
-import { ExecService, resolveCwd } from '../../src/service/exec-service.js';
-import { MemoryStateStore } from '../../src/service/state.js';
+import { resolveCwd } from '../../src/service/exec-service.js';
 import { engine } from '../support/app.js';
+import { listenOnEngine } from '../support/engine-app.js';
 import { readNdjson } from '../support/ndjson.js';
 import { SANDBOX_IMAGE, TEST_RUNTIME, projectDir, sandboxSettings, silentLogger } from '../support/sandbox.js';
 
@@ -206,10 +204,7 @@ beforeAll(async () => {
     { baseDir: project.path },
     'escape',
   );
-  const state = new MemoryStateStore();
-  const service = new ExecService({ config: () => config, runner, engine: eng, state, logger: silentLogger, clock: systemClock });
-  app = await buildApp({ config: () => config, service, runner, state, logger: silentLogger });
-  url = await app.listen({ host: '127.0.0.1', port: 0 });
+  ({ app, url } = await listenOnEngine(config, runner, eng));
   hostBefore = hostState();
 });
 

@@ -4,14 +4,11 @@ import { join } from 'node:path';
 import Docker from 'dockerode';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildApp } from '../../src/app.js';
-import { systemClock } from '../../src/approvals/queue.js';
 import { resolveConfig, type AppConfig } from '../../src/config/load.js';
 import { LABEL_EXEC } from '../../src/runner/container-spec.js';
 import { DockerRunner } from '../../src/runner/docker-runner.js';
-import { ExecService } from '../../src/service/exec-service.js';
-import { MemoryStateStore } from '../../src/service/state.js';
 import { engine } from '../support/app.js';
+import { listenOnEngine } from '../support/engine-app.js';
 import { readNdjson } from '../support/ndjson.js';
 import { SANDBOX_IMAGE, TEST_RUNTIME, projectDir, silentLogger } from '../support/sandbox.js';
 
@@ -41,10 +38,7 @@ beforeAll(async () => {
     'integration',
   );
   runner = new DockerRunner({ instance, logger: silentLogger, docker });
-  const state = new MemoryStateStore();
-  const service = new ExecService({ config: () => config, runner, engine: eng, state, logger: silentLogger, clock: systemClock });
-  app = await buildApp({ config: () => config, service, runner, state, logger: silentLogger });
-  url = await app.listen({ host: '127.0.0.1', port: 0 });
+  ({ app, url } = await listenOnEngine(config, runner, eng));
 });
 
 afterAll(async () => {

@@ -6,13 +6,11 @@ import tar from 'tar-stream';
 
 type TarEntry = Partial<tar.Header> & { name: string };
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildApp } from '../../src/app.js';
-import { systemClock } from '../../src/approvals/queue.js';
 import { resolveConfig, type AppConfig } from '../../src/config/load.js';
 import { DockerRunner } from '../../src/runner/docker-runner.js';
 import { ExecService } from '../../src/service/exec-service.js';
-import { MemoryStateStore } from '../../src/service/state.js';
 import { engine } from '../support/app.js';
+import { listenOnEngine } from '../support/engine-app.js';
 import { readNdjson } from '../support/ndjson.js';
 import { IS_GVISOR, SANDBOX_IMAGE, TEST_RUNTIME, projectDir, silentLogger } from '../support/sandbox.js';
 
@@ -55,10 +53,7 @@ beforeAll(async () => {
     'integration',
   );
   runner = new DockerRunner({ instance, logger: silentLogger, docker });
-  const state = new MemoryStateStore();
-  service = new ExecService({ config: () => config, runner, engine: eng, state, logger: silentLogger, clock: systemClock });
-  app = await buildApp({ config: () => config, service, runner, state, logger: silentLogger });
-  url = await app.listen({ host: '127.0.0.1', port: 0 });
+  ({ service, app, url } = await listenOnEngine(config, runner, eng));
 });
 
 afterAll(async () => {
