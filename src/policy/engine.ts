@@ -6,7 +6,7 @@ import { analyze, type Analysis, type Layer } from './analyze.js';
 import { policyHash } from './hash.js';
 import { checkResolved, checkWord, isSystemProgram, normalise, resolve, type PathVerdict } from './paths.js';
 import { compilePattern, layerMatches, layerMightMatch, type CompiledPattern } from './patterns.js';
-import { parseScript, type RawSegment } from './shell.js';
+import { BudgetExceeded, BudgetMeter, DEFAULT_BUDGET, parseScript, type ParseBudget, type RawSegment } from './shell.js';
 import { invalidCommandReason, joinLineContinuations } from './text.js';
 import type {
   AllowedPath, Decision, DecisionCode, DecisionKind, DecisionRequest, ExecPolicy, PolicyRule, SegmentExplanation,
@@ -75,15 +75,26 @@ export class Engine implements PolicyEngine {
   private readonly patterns = new Map<string, CompiledPattern | null>();
   private readonly hashes = new WeakMap<ExecPolicy, string>();
 
-  constructor(private readonly parser: Parser) {}
+  constructor(
+    private readonly parser: Parser,
+    private readonly budget: Readonly<ParseBudget> = DEFAULT_BUDGET,
+  ) {}
 
   decide(req: DecisionRequest, policy: ExecPolicy): Decision {
     let hash = '';
     const cwd = req.cwd ?? policy.allowedPaths[0]?.path ?? '';
     try {
       hash = this.hash(policy);
-      return this.decideUnsafe(req, policy, hash);
+      return this.decideUnsafe(req, policy, hash, new BudgetMeter(this.budget));
     } catch (err) {
+      // Past a budget nothing more was looked at, blocked patterns included: a hard deny, like a command over
+      // 16 KiB. A soft one would become `allow` in unrestricted mode or with safe mode off, unchecked.
+      if (err instanceof BudgetExceeded) {
+        return {
+          decision: 'deny', code: 'invalid_command', hard: true, segments: [], policyHash: hash, cwd: cwd.startsWith('/') ? normalise(cwd) : cwd,
+          reason: `invalid command: ${err.message}, so nothing in it could be checked (split it into smaller commands)`,
+        };
+      }
       return {
         decision: 'deny', code: 'invalid_command', hard: true, segments: [], policyHash: hash, cwd,
         reason: `internal error while deciding, denied to fail closed: ${err instanceof Error ? err.message : String(err)}`,
@@ -95,7 +106,7 @@ export class Engine implements PolicyEngine {
     try {
       const invalid = invalidCommandReason(command);
       if (invalid) return { ok: false, code: 'invalid_command', reason: invalid };
-      const units = this.units(command);
+      const units = this.units(command, new BudgetMeter(this.budget));
       if (!units.ok) return { ok: false, code: 'unsupported_construct', reason: units.reason };
       const out: CanonicalSegment[] = [];
       for (const u of units.units) {
@@ -110,6 +121,7 @@ export class Engine implements PolicyEngine {
       }
       return { ok: true, segments: out };
     } catch (err) {
+      if (err instanceof BudgetExceeded) return { ok: false, code: 'invalid_command', reason: err.message };
       return { ok: false, code: 'invalid_command', reason: `internal error: ${err instanceof Error ? err.message : String(err)}` };
     }
   }
@@ -154,21 +166,22 @@ export class Engine implements PolicyEngine {
     return p;
   }
 
-  /** Parses the command and every literal `sh -c` script in it into analysed segments. */
-  private units(command: string): { ok: true; units: Unit[] } | { ok: false; reason: string } {
-    const parsed = parseScript(this.parser, joinLineContinuations(command));
+  /** Parses the command and every literal `sh -c` script in it into analysed segments (BudgetExceeded past `meter`). */
+  private units(command: string, meter: BudgetMeter): { ok: true; units: Unit[] } | { ok: false; reason: string } {
+    const parsed = parseScript(this.parser, joinLineContinuations(command), 0, meter);
     if (!parsed.ok) return parsed;
     const units: Unit[] = [];
     // A stack (reversed) so that nested segments can be put in front cheaply.
     const stack: RawSegment[] = [...parsed.segments].reverse();
     while (stack.length > 0) {
       const seg = stack.pop() as RawSegment;
+      meter.enter('analysing');
       const a = analyze(seg);
       const unit: Unit = { seg, a, problem: null };
       units.push(unit);
       for (const script of a.nestedScripts) {
         if (seg.depth + 1 > MAX_NESTING) { unit.problem = `shell scripts nested more than ${MAX_NESTING} deep are not supported`; break; }
-        const inner = parseScript(this.parser, joinLineContinuations(script), seg.depth + 1);
+        const inner = parseScript(this.parser, joinLineContinuations(script), seg.depth + 1, meter);
         if (!inner.ok) { unit.problem = `the nested script cannot be reasoned about: ${inner.reason}`; break; }
         // Nested segments are checked right after their shell, before the rest of the outer command.
         for (let i = inner.segments.length - 1; i >= 0; i--) stack.push(inner.segments[i] as RawSegment);
@@ -177,7 +190,7 @@ export class Engine implements PolicyEngine {
     return { ok: true, units };
   }
 
-  private decideUnsafe(req: DecisionRequest, policy: ExecPolicy, hash: string): Decision {
+  private decideUnsafe(req: DecisionRequest, policy: ExecPolicy, hash: string, meter: BudgetMeter): Decision {
     const requested = req.cwd ?? policy.allowedPaths[0]?.path;
     const cwd = requested !== undefined && requested.startsWith('/') ? normalise(requested) : (requested ?? '');
     const finish = (kind: DecisionKind, code: DecisionCode, hard: boolean, reason: string, segments: SegmentExplanation[] = []): Decision => ({
@@ -189,7 +202,7 @@ export class Engine implements PolicyEngine {
     const invalid = invalidCommandReason(req.command);
     if (invalid) return finish('deny', 'invalid_command', true, `invalid command: ${invalid}`);
 
-    const parsed = this.units(req.command);
+    const parsed = this.units(req.command, meter);
     if (!parsed.ok) return this.combine(req, policy, finish, { severity: 2, code: 'unsupported_construct', reason: parsed.reason }, []);
 
     // The working directory itself must be inside an allowed path.
@@ -203,6 +216,7 @@ export class Engine implements PolicyEngine {
     let worst: { v: SegmentVerdict; index: number; canonical: string } | null = null;
     let allRemembered = true;
     for (const u of parsed.units) {
+      meter.tick();
       const v = this.segmentVerdict(u, policy, req, cwdVerdict, cwds);
       if (u.seg.kind !== 'context' && !v.remembered) allRemembered = false;
       const layers = u.a.layers.map((l) => l.text);
@@ -217,6 +231,8 @@ export class Engine implements PolicyEngine {
       explanations.push(e);
       if (worst === null || v.severity > worst.v.severity || (v.severity === worst.v.severity && STEP[v.code] < STEP[worst.v.code])) worst = { v, index: explanations.length, canonical: canonical || u.seg.source };
     }
+    // The last look at the clock: a decision that ran past the budget is not given, whatever it would be.
+    meter.checkTime();
     if (worst === null) {
       if (!cwdVerdict.ok) return finish('deny', 'path_not_allowed', true, cwdVerdict.reason, explanations);
       return this.combine(req, policy, finish, { severity: 0, code: 'allowed', reason: 'the command runs nothing' }, explanations);

@@ -58,6 +58,114 @@ export interface RawSegment {
 
 export type ParseResult = { ok: true; segments: RawSegment[] } | { ok: false; reason: string };
 
+/**
+ * Bounds on the work one decision may spend on the parser and the analysis. Past a bound nothing more is
+ * looked at, so nothing is known about the command (not even whether it holds a blocked pattern): the engine
+ * turns BudgetExceeded into a hard deny, as it does a command over 16 KiB.
+ */
+export interface ParseBudget {
+  /** Syntax nodes over every tree of one decision (the command and the `sh -c` scripts in it). */
+  maxNodes: number;
+  /**
+   * `|` characters in one script, counted before it is parsed: on a long broken pipeline tree-sitter's error
+   * recovery runs for seconds without calling back (8000 pipes: about 7 s), so the time budget cannot stop it.
+   */
+  maxPipes: number;
+  /** Depth of a syntax tree: the walk recurses along it, so this also keeps the stack bounded. */
+  maxDepth: number;
+  /** Wall-clock milliseconds for parsing and analysing one decision. */
+  timeMs: number;
+  /** The clock (milliseconds), told what the engine is doing when it reads it; tests inject one. */
+  now?: (phase: BudgetPhase) => number;
+}
+
+/**
+ * Ordinary commands take about one node per two or three bytes, so a 16 KiB script of them fits; nothing
+ * hand-written nests 400 levels deep or pipes 1000 times; legitimate commands take milliseconds.
+ */
+export const DEFAULT_BUDGET: Readonly<ParseBudget> = { maxNodes: 20_000, maxPipes: 1_000, maxDepth: 400, timeMs: 1_000 };
+
+export type BudgetKind = 'node' | 'nesting' | 'time';
+export type BudgetPhase = 'parsing' | 'analysing';
+
+export class BudgetExceeded extends Error {
+  constructor(readonly budget: BudgetKind, message: string) {
+    super(message);
+    this.name = 'BudgetExceeded';
+  }
+}
+
+/** One decision's spending against a ParseBudget; shared by every parse and analysis step of that decision. */
+export class BudgetMeter {
+  private nodes = 0;
+  private ticks = 0;
+  private readonly clock: (phase: BudgetPhase) => number;
+  private readonly deadline: number;
+  /** What the engine is doing, for the explanation (and the clock). */
+  phase: BudgetPhase = 'parsing';
+
+  constructor(readonly limits: Readonly<ParseBudget>) {
+    this.clock = limits.now ?? (() => performance.now());
+    this.deadline = this.clock(this.phase) + limits.timeMs;
+  }
+
+  expired(): boolean {
+    return this.clock(this.phase) > this.deadline;
+  }
+
+  /** Enters a phase and checks the clock at once, so every phase is checked at least once. */
+  enter(phase: BudgetPhase): void {
+    this.phase = phase;
+    this.checkTime();
+  }
+
+  /** Throws when the time budget is spent; cheap enough to call often (looks at the clock every 64 calls). */
+  tick(): void {
+    if ((++this.ticks & 63) === 0) this.checkTime();
+  }
+
+  checkTime(): void {
+    if (this.expired()) {
+      throw new BudgetExceeded('time', `the command exceeds the time budget: ${this.phase} it took longer than ${this.limits.timeMs} ms`);
+    }
+  }
+
+  countPipes(text: string): void {
+    let pipes = 0;
+    for (let i = text.indexOf('|'); i !== -1; i = text.indexOf('|', i + 1)) pipes++;
+    if (pipes > this.limits.maxPipes) {
+      throw new BudgetExceeded('node', `the command exceeds the node budget: it has more than ${this.limits.maxPipes} \`|\`, which the parser cannot parse in bounded time`);
+    }
+  }
+
+  /** Counts the nodes of one syntax tree and checks its depth (a cursor walk: no recursion, no node objects). */
+  measure(root: Node): void {
+    const cursor = root.walk();
+    try {
+      let depth = 1;
+      for (;;) {
+        if (++this.nodes > this.limits.maxNodes) {
+          throw new BudgetExceeded('node', `the command exceeds the node budget: it has more than ${this.limits.maxNodes} syntax nodes`);
+        }
+        if (depth > this.limits.maxDepth) {
+          throw new BudgetExceeded('nesting', `the command exceeds the nesting budget: its syntax nests deeper than ${this.limits.maxDepth} levels`);
+        }
+        if ((this.nodes & 1023) === 0) this.checkTime();
+        if (cursor.gotoFirstChild()) {
+          depth++;
+          continue;
+        }
+        while (!cursor.gotoNextSibling()) {
+          if (!cursor.gotoParent()) return;
+          depth--;
+        }
+      }
+    } finally {
+      cursor.delete();
+    }
+  }
+}
+
 /** Node kinds that only group statements; their named children are walked. */
 const GROUPING = new Set([
   'program', 'list', 'pipeline', 'compound_statement', 'subshell', 'do_group', 'if_statement', 'elif_clause',
@@ -73,15 +181,69 @@ const WORD_KINDS = new Set([
 
 const WRITE_OPS = new Set(['>', '>>', '>|', '&>', '&>>', '<>']);
 
-export function parseScript(parser: Parser, text: string, depth = 0): ParseResult {
-  const tree = parser.parse(text);
-  if (!tree) return { ok: false, reason: 'the command could not be parsed' };
+/** The unary and binary operators of bash's `[[ … ]]` (`=`, `==`, `!=`, `=~`, `<`, `>`, `&&`, `||` are anonymous tokens). */
+const COND_UNARY = new Set(['-a', '-b', '-c', '-d', '-e', '-f', '-g', '-h', '-k', '-p', '-r', '-s', '-t', '-u', '-w', '-x', '-G', '-L', '-N', '-O', '-S', '-o', '-v', '-R', '-z', '-n']);
+const COND_BINARY = new Set(['-eq', '-ne', '-lt', '-le', '-gt', '-ge', '-ef', '-nt', '-ot', '==', '=', '!=', '=~']);
+
+/**
+ * tree-sitter takes `[[ -n "$x" -d y ]]` as `-n` applied to the binary `"$x" -d y`; bash wants a unary operator
+ * before a word and a binary one between words. An expression of another shape is a syntax error to bash.
+ */
+function condShapeProblem(e: Node): string | null {
+  const op = e.childForFieldName('operator');
+  if (op === null || op.type !== 'test_operator') return null;
+  if (e.type === 'unary_expression') {
+    const operand = e.namedChildren.find((x) => x.id !== op.id);
+    if (!COND_UNARY.has(op.text) || (operand !== undefined && !WORD_KINDS.has(operand.type))) return `bash does not read ${JSON.stringify(e.text.slice(0, 30))} as a \`[[\` test`;
+  } else if (e.type === 'binary_expression' && !COND_BINARY.has(op.text)) {
+    return `\`${op.text}\` is not a binary \`[[\` operator in bash`;
+  }
+  return null;
+}
+
+/** Anonymous tokens a test expression may hold; tree-sitter also makes operators of others (`[[ -~ x ]]`). */
+const TEST_TOKENS = new Set(['[', ']', '[[', ']]', '!', '=', '==', '!=', '=~', '<', '>', '&&', '||', '(', ')', '-a', '-o']);
+
+/** Tokens of a test expression that are shell operators outside `[[ … ]]` (and, for `<` `>` `&&` `||`, inside `[ … ]`). */
+const TEST_SPLITTERS = new Set(['<', '>', '&&', '||', '(', ')']);
+
+/** Whether text holds a shell operator character outside quotes and escapes. */
+function unquotedMeta(text: string): boolean {
+  for (let i = 0; i < text.length; i++) {
+    const ch = text[i] as string;
+    if (ch === '\\') i++;
+    else if (ch === "'") i = text.indexOf("'", i + 1) === -1 ? text.length : text.indexOf("'", i + 1);
+    else if (ch === '"') {
+      for (i++; i < text.length && text[i] !== '"'; i++) if (text[i] === '\\') i++;
+    } else if ('|&;<>() \t\n'.includes(ch)) return true;
+  }
+  return false;
+}
+
+/**
+ * Parses one script (the command, or a literal `sh -c` script in it) into raw segments. Throws BudgetExceeded
+ * when `meter` runs out; never anything else for any text.
+ */
+export function parseScript(parser: Parser, text: string, depth = 0, meter = new BudgetMeter(DEFAULT_BUDGET)): ParseResult {
+  meter.enter('parsing');
+  meter.countPipes(text);
+  // tree-sitter calls back every hundred or so parse steps: a parse that runs past the deadline is cancelled.
+  const tree = parser.parse(text, null, { progressCallback: () => meter.expired() });
+  if (!tree) {
+    // A cancelled parse would otherwise be resumed by the next call, on the next text.
+    parser.reset();
+    meter.checkTime();
+    return { ok: false, reason: 'the command could not be parsed' };
+  }
   try {
     const root = tree.rootNode;
+    meter.checkTime();
+    meter.measure(root);
+    meter.enter('analysing');
     if (root.hasError) return { ok: false, reason: `the command does not parse as bash (${describeError(root)})` };
     const skipped = uncoveredText(root, text);
     if (skipped !== null) return { ok: false, reason: `${skipped}, so the command cannot be reasoned about` };
-    const walker = new Walker(parser, text, depth);
+    const walker = new Walker(parser, text, depth, meter);
     walker.statement(root, false);
     return { ok: true, segments: walker.segments };
   } finally {
@@ -91,11 +253,13 @@ export function parseScript(parser: Parser, text: string, depth = 0): ParseResul
 
 /**
  * tree-sitter-bash silently drops some text (a word made of `\ ` alone, for one): every non-blank
- * character must belong to some token, or the tree is not the command bash will run.
+ * character must belong to some token, or the tree is not the command bash will run. And every token must be
+ * one bash would read there (tokenProblem).
  */
 function uncoveredText(root: Node, text: string): string | null {
   let pos = 0;
   const stack: Node[] = [root];
+  const parents: (Node | null)[] = [null];
   let gapFound: string | null = null;
   const visitLeaf = (start: number, end: number): void => {
     if (start > pos) {
@@ -106,15 +270,97 @@ function uncoveredText(root: Node, text: string): string | null {
   };
   while (stack.length > 0) {
     const n = stack.pop() as Node;
+    const parent = parents.pop() ?? null;
     if ((n.type === 'ansi_c_string' || n.type === 'raw_string') && !quoteEndsAtNodeEnd(n.text)) {
       return `the parser misreads the quoting of ${JSON.stringify(n.text.slice(0, 40))}`;
     }
+    const token = tokenProblem(n, parent, text);
+    if (token !== null) return token;
     const count = n.childCount;
     if (count === 0) { visitLeaf(n.startIndex, n.endIndex); continue; }
-    for (let i = count - 1; i >= 0; i--) stack.push(n.child(i) as Node);
+    for (let i = count - 1; i >= 0; i--) {
+      stack.push(n.child(i) as Node);
+      parents.push(n);
+    }
   }
   visitLeaf(text.length, text.length);
   return gapFound === null ? null : `the parser skipped ${JSON.stringify(gapFound)}`;
+}
+
+/** Statements that end in a reserved word or bracket, after which bash takes `esac`, `fi`, `done`, `}` as such. */
+const COMPOUND = new Set(['subshell', 'compound_statement', 'if_statement', 'while_statement', 'for_statement', 'case_statement', 'c_style_for_statement', 'test_command']);
+
+/** Tokens that never hold a newline to bash (line continuations are joined before parsing). */
+const NO_NEWLINE = new Set(['word', 'number', '$', 'file_descriptor', 'extglob_pattern', 'test_operator', 'variable_name', 'special_variable_name', 'brace_expression']);
+
+const RESERVED_WORDS = new Set(['if', 'then', 'else', 'elif', 'fi', 'case', 'esac', 'for', 'select', 'while', 'until', 'do', 'done', 'in', 'function', 'time', 'coproc']);
+
+/** Characters that end a word in bash (besides the end of the text). */
+const WORD_END = ' \t\n;&|()<>';
+
+/**
+ * Tokens tree-sitter-bash accepts where bash reads the text otherwise (found by differential fuzzing against
+ * bash, test/unit/policy/bash-fuzz.test.ts): each is either a syntax error to bash, or a different command.
+ */
+function tokenProblem(n: Node, parentNode: Node | null, text: string): string | null {
+  const t = n.type;
+  const parent = parentNode?.type ?? '';
+  if ((t === ';;' || t === ';&' || t === ';;&') && parent !== 'case_item' && parent !== 'case_statement') {
+    return `\`${t}\` outside a case statement is a syntax error in bash, so the command cannot be reasoned about`;
+  }
+  if (t === 'comment' && n.startIndex > 0 && !WORD_END.includes(text[n.startIndex - 1] as string)) {
+    return `bash reads ${JSON.stringify(text.slice(Math.max(0, n.startIndex - 10), n.startIndex + 10))} as one word, not a comment, so the command cannot be reasoned about`;
+  }
+  // A newline ends a command in bash; tree-sitter can take it into a word: in `ls \\<newline>\rm -rf x` it reads
+  // one `ls` with the argument `<newline>\rm`, where bash runs `ls \` and then `rm -rf x`.
+  if (NO_NEWLINE.has(t) && n.text.includes('\n')) {
+    return `the parser joins ${JSON.stringify(n.text.slice(0, 30))} across a newline, where bash ends the command, so the command cannot be reasoned about`;
+  }
+  // `$  name` is no expansion to bash (a `$` then a word); tree-sitter makes one of it in some places.
+  if ((t === 'simple_expansion' || t === 'expansion') && /\s/.test(n.text.slice(0, 2))) {
+    return `bash does not read ${JSON.stringify(n.text.slice(0, 20))} as an expansion, so the command cannot be reasoned about`;
+  }
+  // The brackets of a test are words of their own to bash: `[$x` is a command named `[$x`, `x]` an argument.
+  if (parent === 'test_command' && !n.isNamed && (t === '[' || t === '[[' || t === ']' || t === ']]')) {
+    const outside = t.startsWith('[') ? text[n.endIndex] : text[n.startIndex - 1];
+    if (outside !== undefined && !' \t\n'.includes(outside)) {
+      return `bash does not read ${JSON.stringify(text.slice(Math.max(0, n.startIndex - 6), n.endIndex + 6))} as \`${t}\`, so the command cannot be reasoned about`;
+    }
+  }
+  // `if x; then fi`, `while x; do done`: an empty body is a syntax error in bash, not to tree-sitter.
+  if (!n.isNamed && (t === 'fi' || t === 'else' || t === 'elif' || t === 'done')) {
+    const before = n.previousSibling;
+    if (before !== null && !before.isNamed && (before.type === 'then' || before.type === 'else' || before.type === 'do')) {
+      return `\`${before.type}\` with nothing before \`${t}\` is a syntax error in bash, so the command cannot be reasoned about`;
+    }
+  }
+  // A reserved word is one only as a whole word: `for f in777a b` has no `in` to bash.
+  if (!n.isNamed && RESERVED_WORDS.has(t)) {
+    const before = text[n.startIndex - 1];
+    const after = text[n.endIndex];
+    if ((before !== undefined && !WORD_END.includes(before)) || (after !== undefined && !WORD_END.includes(after))) {
+      return `bash does not read ${JSON.stringify(text.slice(Math.max(0, n.startIndex - 6), n.endIndex + 6))} as the keyword \`${t}\`, so the command cannot be reasoned about`;
+    }
+  }
+  // `;&>` is `;&` (a case fall-through) then `>` to bash, a syntax error outside `case`; tree-sitter reads `;` `&>`.
+  if (t === ';' && text[n.endIndex] === '&') return 'bash reads `;&` here, which is a syntax error outside a case statement, so the command cannot be reasoned about';
+  // `case x in a) ls esac`: bash reads `esac` as an argument of `ls` (it needs `;;`, `;` or a newline first).
+  if (t === 'esac' && parent === 'case_statement') {
+    const last = n.previousSibling?.type === 'case_item' ? n.previousSibling.lastChild : null;
+    if (last !== null && last.isNamed && !COMPOUND.has(last.type) && !/[;&\n]/.test(text.slice(last.endIndex, n.startIndex))) {
+      return 'bash reads this `esac` as an argument (it needs `;;` before it), so the command cannot be reasoned about';
+    }
+  }
+  if (t === 'negated_command' && parent === 'pipeline' && n.startIndex !== parentNode?.startIndex) {
+    return 'a `!` after `|` is a syntax error in bash, so the command cannot be reasoned about';
+  }
+  if (parent === 'compound_statement' && !n.isNamed && (t === '{' || t === '}')) {
+    const next = text[n.endIndex];
+    if (next !== undefined && !(t === '{' ? ' \t\n(<>' : WORD_END).includes(next)) {
+      return `bash reads ${JSON.stringify(text.slice(n.startIndex, n.startIndex + 12))} as a word, not as \`${t}\`, so the command cannot be reasoned about`;
+    }
+  }
+  return null;
 }
 
 /**
@@ -150,9 +396,11 @@ class Walker {
     private readonly parser: Parser,
     private readonly text: string,
     private readonly depth: number,
+    private readonly meter: BudgetMeter,
   ) {}
 
   statement(node: Node, inLoop: boolean): void {
+    this.meter.tick();
     const t = node.type;
     if (t === 'comment') return;
     if (GROUPING.has(t)) {
@@ -221,6 +469,12 @@ class Walker {
     if (extra.length > 0 && body?.type !== 'command') {
       problem ??= 'words after a redirect target of a compound command are not supported';
     }
+    // `a || exit 0<&1`: tree-sitter hangs the redirect on the whole list and leaves `0` to `exit` as an argument;
+    // bash redirects descriptor 0 of `exit` alone.
+    const first = redirectNodes[0];
+    if (first !== undefined && body !== null && body.type !== 'command' && /(^|[\s;&|()<>])\d+$/.test(this.text.slice(node.startIndex, first.startIndex))) {
+      problem ??= 'a descriptor number before a redirect that the parser hangs on a whole list or pipeline is not supported';
+    }
     if (body === null) {
       // `> file` alone truncates a file: keep it as a segment with no argv so the path check sees it.
       const seg = emptySegment('simple', node.text, inLoop, this.depth, problem);
@@ -252,17 +506,42 @@ class Walker {
     // tree-sitter-bash hangs the words that follow a redirect target (`nice 5<x rm -rf y`) on the redirect
     // as more destinations; bash makes them arguments of the command. Hand them back as such.
     const extra: Node[] = [];
+    let opEnd = node.startIndex;
     for (let i = 0; i < node.childCount; i++) {
       const c = node.child(i) as Node;
       const field = node.fieldNameForChild(i);
-      if (field === 'descriptor') continue;
+      if (field === 'destination' && (op === '>&-' || op === '<&-')) {
+        // `>&-` closes the descriptor and takes no word: what follows is an argument (`rm >&- -rf x` is `rm -rf x`).
+        extra.push(c);
+        continue;
+      }
+      if (field === 'destination' && target === null && this.text.slice(opEnd, c.startIndex).includes('\n')) {
+        return `the target of ${op} is on the next line, which is a syntax error in bash`;
+      }
+      if (field === 'descriptor') {
+        // bash takes the word before `>` as a descriptor only when it is all digits: in `perl -n2>&1 f`,
+        // `-n2` is an argument, which tree-sitter reads as a descriptor (and the argv would lose it).
+        if (!/^\d+$/.test(c.text)) return `\`${c.text}\` before a redirect is an argument to bash, not a file descriptor, and the parser misreads it`;
+        continue;
+      }
       if (field === 'destination') {
-        if (target === null) target = this.word([c]);
-        else extra.push(c);
-      } else if (!c.isNamed) op += c.type;
-      else return `the redirect part ${describeKind(c.type)} is not supported`;
+        if (target === null) {
+          // `<2>&1`: bash reads `2>` as the next redirect's descriptor, so `<` has no word: a syntax error.
+          if (/^\d+$/.test(c.text) && '<>'.includes(this.text[c.endIndex] ?? ' ')) return `\`${op}\` is followed by a descriptor number, which is a syntax error in bash`;
+          target = this.word([c]);
+        } else extra.push(c);
+      } else if (!c.isNamed) {
+        op += c.type;
+        opEnd = c.endIndex;
+      } else return `the redirect part ${describeKind(c.type)} is not supported`;
     }
+    if (op === '>&-' || op === '<&-') return { redirect: { op, target: null, write: false, fdDup: true }, problem: null, extra };
     const dupOp = op === '>&' || op === '<&';
+    // After `>&` or `<&` bash reads a leading `-` as "close" on its own and the rest of the word as an argument:
+    // `rm -r >& --f x` runs `rm -r -f x`.
+    if (dupOp && target !== null && target.raw.length > 1 && target.raw.startsWith('-')) {
+      return `\`${op} ${target.raw}\` closes the descriptor and passes \`${target.raw.slice(1)}\` as an argument in bash`;
+    }
     const fdDup = dupOp && target !== null && !target.dynamic && /^(\d+-?|-)$/.test(target.value);
     const write = WRITE_OPS.has(op) || (op === '>&' && !fdDup);
     if (op === '<&' && !fdDup) return 'an input fd duplication to a non-descriptor is not supported';
@@ -306,16 +585,24 @@ class Walker {
     parts.push(...extra);
     parts.sort((x, y) => x.startIndex - y.startIndex);
     // `cat 0</etc/passwd`: tree-sitter sometimes keeps the descriptor digits as an argument. A word glued to
-    // the redirect that follows it is its descriptor in bash (`{name}` allocates one and sets a variable).
-    const redirectStarts = new Set(redirectNodes.map((r) => r.startIndex));
+    // the redirect that follows it is its descriptor in bash (`{name}` allocates one and sets a variable) -
+    // except before `&>` and `&>>`, which take no descriptor: `chmod 777&>/dev/null f` is `chmod 777 f`.
+    const redirectStarts = new Set(redirectNodes.filter((r) => this.text[r.startIndex] !== '&').map((r) => r.startIndex));
     parts = parts.filter((p) => {
       if (!redirectStarts.has(p.endIndex)) return true;
+      // `x$2>&1`: bash reads `$2` (a parameter) where tree-sitter reads `$` and a redirect of descriptor 2.
+      if (endsWithDollar(p.text)) problem ??= `\`${p.text}\` runs into the redirect after it, which bash reads as a parameter (\`$N\`)`;
       if (/^\d+$/.test(p.text)) return false;
       if (/^\{\w+\}$/.test(p.text)) problem ??= 'named file descriptors (`{fd}>file`) are not supported';
       return true;
     });
     const words = this.words(parts);
     for (const w of words) problem ??= w.unsupported;
+    // The keyword `time` with nothing to time: tree-sitter makes it a command, but bash reads the `&&`, `||`,
+    // `|` or `&` after it as a syntax error (`time && ls`). It runs nothing anyway.
+    if (words[0]?.raw === 'time' && words.slice(1).every((w) => w.raw === '-p' || w.raw === '--') && redirects.length === 0) {
+      problem ??= '`time` without a command to time is not supported';
+    }
     this.segments.push({
       kind: 'simple', source: source ?? node.text, assignments, words, redirects, inLoop, unsupported: problem, depth: this.depth,
     });
@@ -362,6 +649,7 @@ class Walker {
     if (keyword?.type === 'select') {
       this.unsupported(node, '`select` reads its choice from stdin, which is not supported', inLoop);
     }
+    this.keywordNewline(node, ['for', 'select', 'in'], inLoop);
     const values: Node[] = [];
     for (let i = 0; i < node.childCount; i++) {
       if (node.fieldNameForChild(i) === 'value') values.push(node.child(i) as Node);
@@ -377,6 +665,7 @@ class Walker {
   }
 
   private caseStatement(node: Node, inLoop: boolean): void {
+    this.keywordNewline(node, ['case'], inLoop);
     const words: Word[] = [];
     for (let i = 0; i < node.childCount; i++) {
       const c = node.child(i) as Node;
@@ -397,20 +686,49 @@ class Walker {
     this.segments.push(seg);
   }
 
+  /** `for`, `select`, `case` and a `for`'s `in` need their word on the same line in bash; tree-sitter does not care. */
+  private keywordNewline(node: Node, keywords: string[], inLoop: boolean): void {
+    for (let i = 0; i + 1 < node.childCount; i++) {
+      const k = node.child(i) as Node;
+      if (k.isNamed || !keywords.includes(k.type)) continue;
+      const after = node.child(i + 1) as Node;
+      if (after.isNamed && this.text.slice(k.endIndex, after.startIndex).includes('\n')) {
+        this.unsupported(node, `a newline after \`${k.type}\` is a syntax error in bash`, inLoop);
+        return;
+      }
+    }
+  }
+
   private testCommand(node: Node, redirects: Redirect[], inLoop: boolean, inherited: string | null = null): void {
     const open = node.child(0)?.type ?? '[';
     const leaves: Node[] = [];
     let problem = inherited;
     const visit = (n: Node): void => {
       for (const c of n.children) {
-        if (!c.isNamed) continue;
+        if (!c.isNamed) {
+          // Shell operators read inside the brackets: in `[ … ]` bash itself takes `<`, `>` as redirections and
+          // `&&`, `||` as the end of the command; /bin/sh (dash) does the same inside `[[ … ]]`, where
+          // `[[ x || rm == -rf ]]` runs `rm == -rf ]]`. Either way the test is not one command to every shell.
+          if (!TEST_TOKENS.has(c.type)) problem ??= `the parser reads \`${c.type}\` as a test operator, which bash does not`;
+          if (TEST_SPLITTERS.has(c.type)) problem ??= `\`${c.type}\` inside \`${open} … ${open === '[[' ? ']]' : ']'}\` is read as a shell operator by /bin/sh (dash)${open === '[' ? ' and bash' : ''}, which then runs something else`;
+          continue;
+        }
         if (c.type === 'unary_expression' || c.type === 'binary_expression' || c.type === 'parenthesized_expression'
-          || c.type === 'negated_expression') visit(c);
+          || c.type === 'negated_expression') {
+          if (open === '[[') problem ??= condShapeProblem(c);
+          visit(c);
+        }
+        else if (c.type === 'regex' && unquotedMeta(c.text)) problem ??= `the regex ${JSON.stringify(c.text)} holds a shell operator, which /bin/sh (dash) reads as the end of the command`;
         else if (c.type === 'test_operator' || WORD_KINDS.has(c.type) || c.type === 'regex') leaves.push(c);
         else problem ??= `the test part ${describeKind(c.type)} is not supported`;
       }
     };
     visit(node);
+    // bash knows a fixed set of `[[` operators; tree-sitter takes any `-x` (`[[ -~ x ]]` is a syntax error in bash).
+    if (open === '[[') {
+      const unknown = leaves.find((l) => l.type === 'test_operator' && !COND_UNARY.has(l.text) && !COND_BINARY.has(l.text));
+      if (unknown) problem ??= `\`${unknown.text}\` is not a \`[[\` operator bash knows`;
+    }
     const words = leaves.map((l) => (l.type === 'test_operator' || l.type === 'regex' ? literalWord(l.text) : this.word([l])));
     for (const w of words) problem ??= w.unsupported;
     // `[[ x -eq y ]]` evaluates both sides as arithmetic, and arithmetic on `a[$(cmd)]` runs cmd: only
@@ -471,6 +789,7 @@ class Walker {
 
   /** Evaluates adjacent nodes as one word (quote removal, escapes, expansion flags). */
   word(nodes: Node[]): Word {
+    this.meter.tick();
     const w: Word = {
       value: '', raw: '', dynamic: false, glob: false, brace: false, tilde: false, quoted: false, unsupported: null,
     };
@@ -484,10 +803,18 @@ class Walker {
     for (let i = 0; i < flat.length; i++) {
       const n = flat[i] as Node;
       const next = flat[i + 1];
-      if (n.type === '$' && n.text === '$' && next !== undefined && next.type === 'string' && next.startIndex === n.endIndex) {
-        // `$"…"` is a locale-translated string: with no message catalog it is the plain string.
+      const glued = next !== undefined && next.startIndex === n.endIndex && (n.type === '$' || n.type === 'word') && endsWithDollar(n.text);
+      if (glued && next.type === 'string') {
+        // `$"…"` is a locale-translated string: with no message catalog it is the plain string. tree-sitter may
+        // keep the `$` at the end of the token before it (`-r$"f"` is `-r$` then `"f"`): bash runs `-rf`.
+        const before = n.text.slice(0, -1);
+        const u = unescapeUnquoted(before);
+        w.value += u.value;
+        acc.mask += u.mask;
+        if (u.value !== before) w.quoted = true;
         continue;
       }
+      if (glued && next.type === 'raw_string') w.unsupported ??= `the parser splits the $'…' string in ${JSON.stringify(n.text + next.text)}`;
       this.part(n, w, acc);
     }
     w.raw = nodes.map((n) => n.text).join('');
@@ -528,6 +855,9 @@ class Walker {
       case 'ansi_c_string': {
         const decoded = decodeAnsiC(n.text.slice(2, -1));
         if (decoded === null) w.unsupported ??= `the $'…' string ${JSON.stringify(n.text)} is not supported`;
+        // /bin/sh in the sandbox is dash, which has no $'…': there `$'\'' ; rm -rf x ; #'` is `$`, a quoted
+        // backslash, then `; rm -rf x`. Only an escaped quote makes the two shells end the string apart.
+        else if (hasEscapedQuote(n.text.slice(2, -1))) w.unsupported ??= `the $'…' string ${JSON.stringify(n.text)} holds an escaped quote, where /bin/sh (dash) ends the string and reads the rest as commands`;
         else {
           w.value += decoded;
           acc.mask += '_'.repeat(decoded.length);
@@ -660,6 +990,24 @@ function unescapeUnquoted(text: string): { value: string; mask: string } {
     }
   }
   return { value, mask };
+}
+
+/** Whether text ends in a `$` that is not backslash-escaped. */
+function endsWithDollar(text: string): boolean {
+  if (!text.endsWith('$')) return false;
+  let slashes = 0;
+  for (let i = text.length - 2; i >= 0 && text[i] === '\\'; i--) slashes++;
+  return slashes % 2 === 0;
+}
+
+/** A `\'` in the body of a `$'…'` string, read the way bash reads escapes there. */
+function hasEscapedQuote(body: string): boolean {
+  for (let i = 0; i < body.length; i++) {
+    if (body[i] !== '\\') continue;
+    if (body[i + 1] === "'") return true;
+    i++;
+  }
+  return false;
 }
 
 /** Inside double quotes a backslash only escapes `$`, backtick, `"`, `\` and newline. */
