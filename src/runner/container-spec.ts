@@ -3,6 +3,13 @@ import { SCRATCH_DIR, type RunSpec } from './types.js';
 import { writeQuotaBytes } from './write-quota.js';
 
 export const LABEL_MANAGED = 'io.execgate.managed';
+
+/**
+ * The shell every approved command runs in. The policy decides on a bash parse, so the command must run in
+ * bash: under another sh (Debian's dash) the same text can mean other commands (`echo $'\' ; rm -rf x ; #'`
+ * is one echo to bash and an `rm` to dash). An image without it fails to run the command; nothing falls back.
+ */
+export const COMMAND_SHELL = '/bin/bash';
 export const LABEL_INSTANCE = 'io.execgate.instance';
 export const LABEL_TEAM = 'io.execgate.team';
 export const LABEL_EXEC = 'io.execgate.exec';
@@ -25,7 +32,7 @@ export function containerSpec(spec: RunSpec, instance: string, now: number, netw
   return {
     // Created from the image id the tag resolved to, so the digest in the history is exactly what ran.
     Image: imageId,
-    Cmd: ['/bin/sh', '-c', spec.command],
+    Cmd: [COMMAND_SHELL, '-c', spec.command],
     // The image's own entrypoint could run anything first; the sandbox runs exactly the approved command.
     Entrypoint: [],
     User: s.user,

@@ -1,3 +1,4 @@
+import { COMMAND_SHELL } from './container-spec.js';
 import type { RunSpec } from './types.js';
 
 /**
@@ -17,10 +18,10 @@ export const BOOTSTRAP = `IFS= read -r line || exit 97; s=$(printf '%b' "$line")
 
 const shellQuote = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
 
-/** `cd` to the cwd, export the env, then exec the command under /bin/sh: every value single-quoted. */
+/** `cd` to the cwd, export the env, then exec the command under bash (COMMAND_SHELL): every value single-quoted. */
 export function commandScript(spec: Pick<RunSpec, 'env' | 'cwd' | 'command'>): string {
   const exports = Object.entries(spec.env).map(([k, v]) => `export ${shellQuote(`${k}=${v}`)}`);
-  return [`cd -- ${shellQuote(spec.cwd)}`, ...exports, `exec /bin/sh -c ${shellQuote(spec.command)}`].join(' && ');
+  return [`cd -- ${shellQuote(spec.cwd)}`, ...exports, `exec ${COMMAND_SHELL} -c ${shellQuote(spec.command)}`].join(' && ');
 }
 
 /**

@@ -64,6 +64,9 @@ describe('warm pool on a real engine', () => {
     expect(r.stderr).toBe(` it's here\n${project.path}\n`);
     expect(r.result).toMatchObject({ exitCode: 7, timedOut: false, truncated: false });
     expect(runner.pool.hits).toBe(1);
+    // Under bash, the shell the policy parsed it as (dash would run `echo DASH` as a second command).
+    const b = await drive(runner, spec(`echo $'\\' ; echo DASH ; #'`, sandbox));
+    expect(b.stdout).toBe("' ; echo DASH ; #\n");
   });
 
   it('a multi-line script with quotes and backslashes arrives intact', async () => {

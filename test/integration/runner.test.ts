@@ -95,6 +95,12 @@ describe('DockerRunner on a real engine', () => {
     expect(r.result.error).toBeUndefined();
   });
 
+  // The policy decides on a bash parse; under dash this text is an echo and then `echo DASH` (a second command).
+  it('runs the command under bash, the shell the policy parsed it as', async () => {
+    const r = await collect(spec(`echo $'\\' ; echo DASH ; #'; echo "$BASH_VERSION" | cut -c1`));
+    expect(r.stdout).toBe("' ; echo DASH ; #\n5\n");
+  });
+
   it('keeps stdout and stderr separate and each in order', async () => {
     const r = await collect(spec('for i in 1 2 3 4 5; do echo out$i; echo err$i >&2; sleep 0.05; done'));
     expect(r.stdout).toBe('out1\nout2\nout3\nout4\nout5\n');
