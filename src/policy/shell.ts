@@ -316,8 +316,11 @@ function tokenProblem(n: Node, parentNode: Node | null, text: string): string | 
   if (NO_NEWLINE.has(t) && n.text.includes('\n')) {
     return `the parser joins ${JSON.stringify(n.text.slice(0, 30))} across a newline, where bash ends the command, so the command cannot be reasoned about`;
   }
-  // `$  name` is no expansion to bash (a `$` then a word); tree-sitter makes one of it in some places.
-  if ((t === 'simple_expansion' || t === 'expansion') && /\s/.test(n.text.slice(0, 2))) {
+  // `$  name` is no expansion to bash (a `$` then a word); tree-sitter makes one of it in some places. Inside
+  // double quotes tree-sitter starts the node at the blank before it (`"$a $b"`: ` $b`), which bash reads as
+  // that blank and then `$b`: only the text from the `$` on is judged there.
+  const expansionText = parent === 'string' ? n.text.trimStart() : n.text;
+  if ((t === 'simple_expansion' || t === 'expansion') && /\s/.test(expansionText.slice(0, 2))) {
     return `bash does not read ${JSON.stringify(n.text.slice(0, 20))} as an expansion, so the command cannot be reasoned about`;
   }
   // The brackets of a test are words of their own to bash: `[$x` is a command named `[$x`, `x]` an argument.

@@ -337,7 +337,7 @@ describe.each(KINDS)('CIS Docker Benchmark: a %s sandbox', (kind) => {
 
   it("5.15: not the host's PID namespace: PID 1 is the container's own init and only its processes are visible", () => {
     expect(s.info.HostConfig.PidMode ?? '').toBe('');
-    expect(s.inside.pid1cmd!.trim()).toMatch(/^\/sbin\/docker-init -- \/bin\/sh -c /);
+    expect(s.inside.pid1cmd!.trim()).toMatch(/^\/sbin\/docker-init -- \/bin\/bash -c /);
     const inside = s.inside.procs!.trim().split('\n');
     const onHost = readdirSync('/proc').filter((p) => /^\d+$/.test(p));
     expect(inside.length).toBeLessThan(20);

@@ -214,6 +214,16 @@ describe('regressions: where bash reads a command otherwise than the parser did,
   });
 });
 
+describe('regressions: the guards above do not refuse what bash reads plainly', () => {
+  // Inside double quotes tree-sitter starts an expansion at the blank before it (` $B` in `"$A $B"`); bash
+  // reads that blank and then `$B`, an ordinary expansion.
+  it.each([['echo "$API_KEY $MODE"; echo "$DB_URL" >&2'], ['echo "a  $B c ${D}"'], ['printf \'%s\\n\' "x $HOME"']])('%j is allowed, as bash reads it', (command) => {
+    expect(shells([command])[0]!.bash).toBe(true);
+    const d = engine.decide({ command, cwd: CWD }, DEFAULT_ALLOW_POLICY);
+    expect(d.decision, d.reason).toBe('allow');
+  });
+});
+
 describe('regressions: /bin/sh in the sandbox is dash, which reads some bash syntax otherwise', () => {
   // [command the engine must not allow, the same shape with an echo in place of rm, what dash prints for it].
   // Only the fixed echo variants are run (by dash, in an empty directory); nothing generated is.
