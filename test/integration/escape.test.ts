@@ -16,7 +16,7 @@ import { resolveCwd } from '../../src/service/exec-service.js';
 import { engine } from '../support/app.js';
 import { listenOnEngine } from '../support/engine-app.js';
 import { readNdjson } from '../support/ndjson.js';
-import { SANDBOX_IMAGE, TEST_RUNTIME, projectDir, sandboxSettings, silentLogger } from '../support/sandbox.js';
+import { SANDBOX_IMAGE, TEST_RUNTIME, projectDir, sandboxSettings, silentLogger, runInSession } from '../support/sandbox.js';
 
 /*
  * The escape suite (issue 8): each test is one attempt to get out of the sandbox, or to make the service reach
@@ -736,15 +736,7 @@ describe('the write quota of the read-write allowed paths', () => {
     using dir = projectDir('execgate-esc-quota-');
     const s = quotaSpec(dir.path, '', 32);
     const session = await runner.openSession({ sessionId: `ses_esc_${tag}`, team: s.team, mounts: s.mounts, sandbox: s.sandbox, scratchMb: 16, lifetimeMs: 120_000 });
-    const run = async (command: string) => {
-      const gen = session.run({ command, cwd: dir.path, env: {}, timeoutMs: 50_000, maxOutputBytes: 1 << 20 }, new AbortController().signal);
-      let out = '';
-      for (;;) {
-        const n = await gen.next();
-        if (n.done) return { out, result: n.value };
-        if (n.value.type === 'output') out += n.value.data.toString();
-      }
-    };
+    const run = (command: string) => runInSession(session, command, dir.path, 50_000);
     try {
       const over = await run(manyFiles);
       expect(over.result).toMatchObject({ writeQuotaExceeded: true, timedOut: false });

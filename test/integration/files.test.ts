@@ -12,7 +12,7 @@ import { ExecService } from '../../src/service/exec-service.js';
 import { engine } from '../support/app.js';
 import { listenOnEngine } from '../support/engine-app.js';
 import { readNdjson } from '../support/ndjson.js';
-import { IS_GVISOR, SANDBOX_IMAGE, TEST_RUNTIME, projectDir, silentLogger } from '../support/sandbox.js';
+import { IS_GVISOR, SANDBOX_IMAGE, TEST_RUNTIME, projectDir, silentLogger, runInSession } from '../support/sandbox.js';
 
 // Files into a sandbox and artifacts out of it, and sessions, on the real engine (issue 7).
 const TOKENS = { data: 'files-it-data-token', web: 'files-it-web-token' };
@@ -271,15 +271,7 @@ describe('sessions', () => {
     // At the runner, below the policy (which already refuses writing to /proc/1/fd/0 as spelled here): the
     // protocol itself must hold against whatever a command manages to run.
     const handle = await runner.openSession({ sessionId: `ses_${randomUUID()}`, team: 'data', mounts: config.teams.data!.policy.allowedPaths, sandbox: config.teams.data!.sandbox, scratchMb: 16, lifetimeMs: 60_000 });
-    const run = async (command: string) => {
-      const gen = handle.run({ command, cwd: '/scratch', env: {}, timeoutMs: 10_000, maxOutputBytes: 1 << 20 }, new AbortController().signal);
-      let out = '';
-      for (;;) {
-        const n = await gen.next();
-        if (n.done) return { out, result: n.value };
-        if (n.value.type === 'output') out += n.value.data.toString();
-      }
-    };
+    const run = (command: string) => runInSession(handle, command, '/scratch', 10_000);
     try {
       // Every stdin in the container gets a line that would create a file if any shell ran it, plus a fake
       // end-of-command marker. PID 1 and the keeper share the keeper's stdin pipe.

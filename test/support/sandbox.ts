@@ -2,6 +2,8 @@ import { chownSync, mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import pino from 'pino';
 import type { SandboxSettings } from '../../src/config/load.js';
+import type { SessionHandle } from '../../src/runner/session.js';
+import type { RunResult } from '../../src/runner/types.js';
 
 export const SANDBOX_IMAGE = process.env.EXECGATE_TEST_IMAGE ?? 'execgate/sandbox:latest';
 /**
@@ -47,4 +49,15 @@ export function projectDir(prefix = 'execgate-test-'): { path: string; remove():
   chownSync(path, 1000, 1000);
   const remove = () => rmSync(path, { recursive: true, force: true });
   return { path, remove, [Symbol.dispose]: remove };
+}
+
+/** Runs one command in a session to its end: its output (both streams, in order) and its result. */
+export async function runInSession(session: SessionHandle, command: string, cwd: string, timeoutMs: number): Promise<{ out: string; result: RunResult }> {
+  const gen = session.run({ command, cwd, env: {}, timeoutMs, maxOutputBytes: 1 << 20 }, new AbortController().signal);
+  let out = '';
+  for (;;) {
+    const n = await gen.next();
+    if (n.done) return { out, result: n.value };
+    if (n.value.type === 'output') out += n.value.data.toString();
+  }
 }
