@@ -20,12 +20,12 @@
  * The same module runs as a short variant in `npm test` (test/e2e/load.test.ts), where timings are not gated.
  *
  * Diagnostics (environment): EXECGATE_LOAD_NODE_ARGS (extra node flags for the service, e.g. "--cpu-prof
- * --cpu-prof-dir=DIR"), EXECGATE_LOAD_SERVICE_AUTOGROUP_NICE (the service's scheduling-group weight, e.g. -10),
- * EXECGATE_LOAD_SAME_SESSION=1 (the service in this process's session).
+ * --cpu-prof-dir=DIR"), EXECGATE_LOAD_SAME_SESSION=1 (the service in this process's session). `--nice N` sets the
+ * service's gateway.nice (the product's default, -10, otherwise; `--nice 0` shows the figures without it).
  *
  *   node dist-bench/bench/load.js [--clients 100] [--duration 60] [--pool 0] [--teams 2]
  *     [--mix echo=3,ls=2,denied=3,stream=1,sse=1] [--max-concurrent 4] [--max-queued 32] [--warmup 20] [--history 10000]
- *     [--runtime runc] [--out FILE] [--no-gate]
+ *     [--runtime runc] [--nice N] [--out FILE] [--no-gate]
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { chownSync, closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -65,6 +65,8 @@ export interface LoadOptions {
   /** Lines of `seq 1 N` per NDJSON stream, and bytes per SSE stream. */
   streamLines: number;
   sseBytes: number;
+  /** The service's gateway.nice; undefined: the product's default. */
+  nice?: number | undefined;
   /** /healthz p99 at or above this fails the run; undefined: timings are reported, not judged. */
   healthP99LimitMs?: number | undefined;
   /** JSON result file; undefined: none. */
@@ -144,6 +146,9 @@ export interface LoadResult {
     eventLoopLagMaxMs: number | null;
     /** The event-loop thread over the run: seconds on a CPU, seconds runnable but waiting for a CPU, wakeups. */
     mainThread: { cpuS: number; runqueueWaitS: number; timeslices: number };
+    /** The priority the service ran at (gateway.nice): its main thread's nice and its autogroup's, as read
+     *  from /proc; null where the kernel has no autogroup. */
+    priority: { nice: number; autogroupNice: number | null };
     errorLogLines: string[];
     logLines: number;
     logMiB: number;
@@ -483,9 +488,6 @@ async function startServiceProcess(configPath: string, logPath: string, instance
     detached: process.env.EXECGATE_LOAD_SAME_SESSION !== '1',
   });
   closeSync(fd);
-  // Diagnostic only: EXECGATE_LOAD_SERVICE_AUTOGROUP_NICE=-10 gives the service's scheduling group more
-  // weight (as CPUWeight= in a systemd unit would), to tell CPU starvation from work in the service.
-  if (process.env.EXECGATE_LOAD_SERVICE_AUTOGROUP_NICE) writeFileSync(`/proc/${proc.pid}/autogroup`, process.env.EXECGATE_LOAD_SERVICE_AUTOGROUP_NICE);
   // Detached, it would outlive this process if this one died first.
   const orphanGuard = () => proc.kill('SIGKILL');
   process.once('exit', orphanGuard);
@@ -519,6 +521,22 @@ function schedstat(pid: number): [number, number, number] {
   } catch {
     return [NaN, NaN, NaN];
   }
+}
+
+/** The nice value of a process's main thread (/proc/PID/stat field 19) and of its autogroup, if any. */
+function priorityOf(pid: number): { nice: number; autogroupNice: number | null } {
+  let nice = NaN;
+  let autogroupNice: number | null = null;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    nice = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]);
+    if (readFileSync('/proc/sys/kernel/sched_autogroup_enabled', 'utf8').trim() === '1') {
+      autogroupNice = Number(/nice (-?\d+)/.exec(readFileSync(`/proc/${pid}/autogroup`, 'utf8'))?.[1] ?? NaN);
+    }
+  } catch {
+    /* gone */
+  }
+  return { nice, autogroupNice };
 }
 
 function memoryOf(pid: number): { rss: number; peak: number } {
@@ -747,7 +765,7 @@ export async function runLoad(options: Partial<LoadOptions> = {}): Promise<LoadR
   writeFileSync(
     configPath,
     JSON.stringify({
-      gateway: { host: '127.0.0.1', port: 0, auth: { tokens: teams.map((team, i) => ({ token: tokens[i], team, roles: ['exec'], name: `load-${team}` })) } },
+      gateway: { host: '127.0.0.1', port: 0, ...(opts.nice !== undefined ? { nice: opts.nice } : {}), auth: { tokens: teams.map((team, i) => ({ token: tokens[i], team, roles: ['exec'], name: `load-${team}` })) } },
       store: { path: join(work, 'store') },
       agents: {
         defaults: {
@@ -887,6 +905,7 @@ export async function runLoad(options: Partial<LoadOptions> = {}): Promise<LoadR
     const elapsedS = sinceMs(t0) / 1000;
     const cpu = cpuUse(cpu0, cpuSnapshot(service.proc.pid!));
     const sched1 = schedstat(service.proc.pid!);
+    const priority = priorityOf(service.proc.pid!);
     const probes = await prober.stop();
     agent.destroy();
     log(`load: clients done after ${elapsedS.toFixed(1)} s; checking for leftovers with the service up`);
@@ -964,6 +983,7 @@ export async function runLoad(options: Partial<LoadOptions> = {}): Promise<LoadR
         eventLoopLagP99Ms: lagP99 == null ? null : lagP99 * 1000,
         eventLoopLagMaxMs: lagMax == null ? null : lagMax * 1000,
         mainThread: { cpuS: (sched1[0] - sched0[0]) / 1e9, runqueueWaitS: (sched1[1] - sched0[1]) / 1e9, timeslices: sched1[2] - sched0[2] },
+        priority,
         errorLogLines,
         logLines: logLines.length,
         logMiB: Buffer.byteLength(logText) / 2 ** 20,
@@ -1035,7 +1055,7 @@ export function formatTable(r: LoadResult): string {
     `GET /healthz every ${o.healthIntervalMs} ms: ${r.health.n} probes, p50 ${f(r.health.p50)} ms, p95 ${f(r.health.p95)}, p99 ${f(r.health.p99)}, max ${f(r.health.max)}; ${r.health.over50ms} at or over 50 ms; ${r.health.errors} failed`,
     `GET /readyz every ${o.readyIntervalMs} ms: ${r.ready.n} probes, p50 ${f(r.ready.p50)} ms, p95 ${f(r.ready.p95)}, p99 ${f(r.ready.p99)}, max ${f(r.ready.max)}; statuses ${JSON.stringify(r.ready.status)}`,
     `CPU over the run: machine ${r.cpu.machineBusyPercent.toFixed(0)}% busy (load average ${r.cpu.loadAverage}); cores used: service ${r.cpu.cores.service.toFixed(2)}, load client ${r.cpu.cores.load.toFixed(2)}, Docker + sandboxes ${r.cpu.cores.docker.toFixed(2)} (${r.cpu.dockerTop.join(", ")}), other ${r.cpu.cores.other.toFixed(2)}${r.cpu.cores.other >= 0.2 ? ` — SHARED MACHINE (${r.cpu.otherTop.join(', ')}): latencies include the neighbours'` : ''}`,
-    `service event-loop thread: ${f(r.service.mainThread.cpuS)} s on a CPU, ${f(r.service.mainThread.runqueueWaitS)} s runnable but waiting for one (${f((1000 * r.service.mainThread.runqueueWaitS) / Math.max(1, r.service.mainThread.timeslices))} ms per wakeup on average, ${r.service.mainThread.timeslices} wakeups)`,
+    `service event-loop thread: ${f(r.service.mainThread.cpuS)} s on a CPU, ${f(r.service.mainThread.runqueueWaitS)} s runnable but waiting for one (${f((1000 * r.service.mainThread.runqueueWaitS) / Math.max(1, r.service.mainThread.timeslices))} ms per wakeup on average, ${r.service.mainThread.timeslices} wakeups); nice ${r.service.priority.nice}${r.service.priority.autogroupNice === null ? '' : `, autogroup nice ${r.service.priority.autogroupNice}`} (gateway.nice)`,
     `service: RSS ${f(r.service.rssStartMiB)} MiB before the load, peak (VmHWM) ${f(r.service.rssPeakMiB)} MiB; event-loop lag p99 ${r.service.eventLoopLagP99Ms === null ? '-' : f(r.service.eventLoopLagP99Ms)} ms, max ${r.service.eventLoopLagMaxMs === null ? '-' : f(r.service.eventLoopLagMaxMs)} ms; ${r.service.logLines} log lines (${f(r.service.logMiB)} MiB); error lines ${r.service.errorLogLines.length}`,
     `containers (docker events): ${r.containers.created} created, ${r.containers.started} started (${r.containers.startedPool} for the pool), ${r.containers.destroyed} destroyed, at most ${r.containers.maxAlive} at once; denied executions with a container: ${r.containers.deniedExecsThatReachedDocker}`,
     `after the load, service up: ${r.leaks.whileUp.containers} leftover containers, ${r.leaks.whileUp.idlePool} idle warm; after SIGTERM (exit ${r.service.exitCode ?? r.service.exitSignal}): ${r.leaks.afterStop.containers} containers, ${r.leaks.afterStop.volumes} volumes`,
@@ -1056,6 +1076,12 @@ function parseMix(text: string): Record<Kind, number> {
   return mix;
 }
 
+function niceArg(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < -20 || n > 19) throw new Error(`--nice: "${v}" is not a whole number from -20 to 19`);
+  return n;
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
@@ -1069,6 +1095,7 @@ async function main(): Promise<void> {
       warmup: { type: 'string' },
       history: { type: 'string' },
       runtime: { type: 'string' },
+      nice: { type: 'string' },
       out: { type: 'string' },
       'no-gate': { type: 'boolean' },
     },
@@ -1091,6 +1118,7 @@ async function main(): Promise<void> {
     history: num(values.history, 'history', DEFAULT_OPTIONS.history),
     ...(values.mix ? { mix: parseMix(values.mix) } : {}),
     ...(values.runtime ? { runtime: values.runtime } : {}),
+    ...(values.nice !== undefined ? { nice: niceArg(values.nice) } : {}),
     out: values.out ?? DEFAULT_OPTIONS.out,
     healthP99LimitMs: values['no-gate'] ? undefined : DEFAULT_OPTIONS.healthP99LimitMs,
   });

@@ -9,6 +9,7 @@ import { logSerializers } from './http/log.js';
 import { systemClock } from './approvals/queue.js';
 import { ConfigError, embeddedDefaultConfig, isLoopback, loadConfigFile, type AppConfig } from './config/load.js';
 import { createPolicyEngine, policyHash, type PolicyEngine } from './policy/index.js';
+import { applyNice, NICE_HINT } from './priority.js';
 import { DockerRunner } from './runner/docker-runner.js';
 import type { SessionHandle } from './runner/session.js';
 import type { ReadyState, RunEvent, RunResult, RunSpec, Runner, SessionSpec } from './runner/types.js';
@@ -36,6 +37,15 @@ exec approval-required, the current directory as the only allowed path, and a ra
 function fail(message: string): never {
   process.stderr.write(`execgate: ${message}\n`);
   process.exit(2);
+}
+
+/** gateway.nice: the service's own CPU priority (src/priority.ts says why); 0 leaves it as started. */
+function setNice(nice: number, logger: Logger): void {
+  if (nice === 0) return;
+  const got = applyNice(nice);
+  // Info, not a warning: an unprivileged start (the README's first command) is normal, only slower under contention.
+  if (got.error) logger.info({ nice, threads: got.threads, autogroup: got.autogroup, err: got.error }, `could not set the service's CPU priority (gateway.nice); under CPU contention /healthz and decisions wait behind the sandboxes: ${NICE_HINT}`);
+  else logger.info({ nice, threads: got.threads, autogroup: got.autogroup }, 'service CPU priority set (gateway.nice)');
 }
 
 function loadConfig(path: string | undefined, engine: PolicyEngine, overrides: { host?: string | undefined; port?: string | undefined }): AppConfig {
@@ -77,6 +87,7 @@ async function serve(argv: string[]): Promise<void> {
     if (err instanceof ConfigError) fail(err.message);
     throw err;
   }
+  setNice(config.gateway.nice, logger);
 
   const instance = process.env.EXECGATE_INSTANCE ?? createHash('sha256').update(`${hostname()}:${config.store.path}`).digest('hex').slice(0, 12);
   // DOCKER_HOST (unix://PATH or tcp://HOST:PORT) names the engine, as for the docker CLI; else /var/run/docker.sock.
@@ -248,6 +259,7 @@ async function serve(argv: string[]): Promise<void> {
         const missing = missingRuntimes(next, offered);
         if (missing.length > 0) throw new ConfigError(missing);
       }
+      if (next.gateway.nice !== config.gateway.nice) setNice(next.gateway.nice, logger);
       // Running executions keep the team settings they started with; new requests get the new ones.
       config = next;
       void runner.configurePool(poolTemplates(next));

@@ -114,6 +114,7 @@ export interface AppConfig {
     trustProxy: boolean;
     /** SIGTERM: how long running executions may take before they are stopped. */
     drainTimeoutMs: number;
+    nice: number;
     auth: { enabled: boolean; tokens: AuthToken[] };
   };
   teams: Record<string, TeamConfig>;
@@ -292,7 +293,7 @@ export function resolveConfig(raw: unknown, options: LoadOptions, source: string
   return {
     ...(offline ? { warnings: [...new Set(offline)] } : {}),
     source,
-    gateway: { host: file.gateway.host, port: file.gateway.port, bodyLimitBytes: file.gateway.bodyLimitBytes, trustProxy: file.gateway.trustProxy, drainTimeoutMs: file.gateway.drainTimeoutMs, auth },
+    gateway: { host: file.gateway.host, port: file.gateway.port, bodyLimitBytes: file.gateway.bodyLimitBytes, trustProxy: file.gateway.trustProxy, drainTimeoutMs: file.gateway.drainTimeoutMs, nice: file.gateway.nice, auth },
     teams,
     approvals: { timeoutMs: file.approvals.timeoutMs, webhookUrl: file.approvals.webhookUrl, webhooks: file.approvals.webhooks },
     store: {

@@ -26,17 +26,18 @@ const AGENT = 'e2e-agent-token-0123456789';
 const APPROVER = 'e2e-approver-token-0123456789';
 const INSTANCE = `e2e${process.pid}`;
 
-/** GenericContainer with the two settings compose has and testcontainers does not: read_only and group_add. */
+/** GenericContainer with the settings compose has and testcontainers does not: read_only, group_add, cpu_shares. */
 class ComposeLikeContainer extends GenericContainer {
   constructor(
     image: string,
-    private readonly extra: { readOnly: boolean; groupAdd: string[] },
+    private readonly extra: { readOnly: boolean; groupAdd: string[]; cpuShares: number | undefined },
   ) {
     super(image);
   }
   protected override async beforeContainerCreated(): Promise<void> {
     this.hostConfig.ReadonlyRootfs = this.extra.readOnly;
     this.hostConfig.GroupAdd = this.extra.groupAdd;
+    if (this.extra.cpuShares !== undefined) this.hostConfig.CpuShares = this.extra.cpuShares;
   }
 }
 
@@ -76,7 +77,7 @@ beforeAll(async () => {
   const socketGid = String(statSync('/var/run/docker.sock').gid);
   const volumes = service.volumes as string[];
   expect(volumes).toContain('/var/run/docker.sock:/var/run/docker.sock');
-  container = await new ComposeLikeContainer(IMAGE, { readOnly: service.read_only === true, groupAdd: [socketGid] })
+  container = await new ComposeLikeContainer(IMAGE, { readOnly: service.read_only === true, groupAdd: [socketGid], cpuShares: service.cpu_shares as number | undefined })
     .withCommand(service.command as string[])
     .withEnvironment({ EXECGATE_AGENT_TOKEN: AGENT, EXECGATE_APPROVER_TOKEN: APPROVER, EXECGATE_INSTANCE: INSTANCE })
     .withHostname(service.hostname as string)
@@ -123,12 +124,14 @@ describe('the service image as a sidecar (deploy/compose.yaml)', () => {
     expect(service.read_only).toBe(true);
     expect(service.cap_drop).toEqual(['ALL']);
     expect(service.hostname, 'a stable instance id across container re-creation').toBe('execgate');
+    expect(service.cpu_shares, 'the service outweighs a sandbox (1024) for CPU').toBeGreaterThan(1024);
   });
 
   it('runs as a non-root user, is ready, and serves its API description', async () => {
     const info = await docker.getContainer(container!.getId()).inspect();
     expect(info.Config.User).toBe('10001:10001');
     expect(info.HostConfig.ReadonlyRootfs).toBe(true);
+    expect(info.HostConfig.CpuShares).toBe(service.cpu_shares);
     const ready = await fetch(`${url}/readyz`);
     expect(ready.status).toBe(200);
     expect(await ready.json()).toMatchObject({ status: 'ready', runtimes: expect.arrayContaining(['runc']) });

@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SANDBOX_IMAGE, TEST_RUNTIME, projectDir } from '../support/sandbox.js';
@@ -15,10 +15,10 @@ const work = mkdtempSync(join('/var/tmp', 'execgate-proc-'));
 const configPath = join(work, 'config.yaml');
 const store = join(work, 'store');
 
-function writeConfig(rules: string, extra = ''): void {
+function writeConfig(rules: string, extra = '', gateway = ''): void {
   writeFileSync(
     configPath,
-    `gateway: { port: 0, auth: { token: ${TOKEN} } }
+    `gateway: { port: 0, auth: { token: ${TOKEN} }${gateway} }
 store: { path: ${store} }
 agents:
   defaults:
@@ -41,6 +41,14 @@ const stop = stopService;
 const headers = { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' };
 const check = (s: Service, command: string) =>
   fetch(`${s.url}/v1/policy/check`, { method: 'POST', headers, body: JSON.stringify({ command, interactive: false }) }).then((r) => r.json() as Promise<{ decision: string; code: string }>);
+
+/** The nice value of each thread of a process (/proc/PID/task/TID/stat, field 19). */
+function threadNices(pid: number): number[] {
+  return readdirSync(`/proc/${pid}/task`).map((tid) => {
+    const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]);
+  });
+}
 
 async function until<T>(fn: () => Promise<T>, ok: (v: T) => boolean, what: string): Promise<T> {
   for (let i = 0; i < 100; i++) {
@@ -72,6 +80,42 @@ describe('the service process', () => {
       await until(async () => s.logs.join(''), (l) => l.includes('configuration reload refused'), 'the refusal log line');
       expect(s.logs.join('')).toContain('rule \\"broken\\": invalid regular expression');
       expect((await check(s, 'git status')).decision).toBe('allow');
+    } finally {
+      await stop(s);
+    }
+  });
+
+  it('sets its own CPU priority (gateway.nice) on every thread, at start and on reload', async () => {
+    writeConfig('[]', '', ', nice: 4');
+    const s = await start();
+    try {
+      // Raising nice is always allowed, so this holds for any user; lowering it (the default, -10) is root's.
+      const atStart = threadNices(s.proc.pid!);
+      expect(atStart.length).toBeGreaterThan(4); // the main thread, libuv's pool, V8's workers
+      expect(new Set(atStart)).toEqual(new Set([4]));
+      expect(s.logs.join('')).toMatch(/"nice":4,"threads":\{"set":\d+,"of":\d+\}.*service CPU priority set/);
+      writeConfig('[]', '', ', nice: 7');
+      s.proc.kill('SIGHUP');
+      await until(async () => s.logs.join(''), (l) => l.includes('configuration reloaded'), 'the reload');
+      expect(new Set(threadNices(s.proc.pid!))).toEqual(new Set([7]));
+    } finally {
+      await stop(s);
+    }
+  });
+
+  it('the default gateway.nice is -10 where the process may raise its priority, and a refusal is logged, not fatal', async () => {
+    writeConfig('[]');
+    const s = await start();
+    try {
+      const nices = new Set(threadNices(s.proc.pid!));
+      if (process.getuid?.() === 0) {
+        expect(nices).toEqual(new Set([-10]));
+        expect(s.logs.join('')).toContain('service CPU priority set (gateway.nice)');
+      } else {
+        expect(nices).toEqual(new Set([0]));
+        expect(s.logs.join('')).toContain('could not set the service\'s CPU priority (gateway.nice)');
+      }
+      expect((await check(s, 'git status')).decision).toBe('deny');
     } finally {
       await stop(s);
     }

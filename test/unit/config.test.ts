@@ -126,6 +126,7 @@ describe('valid configs', () => {
     const b = embeddedDefaultConfig({ cwd: dir });
     expect(a.gateway.host).toBe('127.0.0.1');
     expect(a.gateway.auth.enabled).toBe(true);
+    expect(a.gateway.nice).toBe(-10);
     expect(a.generatedToken).toMatch(/^[A-Za-z0-9_-]{32}$/);
     expect(a.generatedToken).not.toBe(b.generatedToken);
     expect(a.teams.default!.policy).toMatchObject({ securityMode: 'sandboxed', toolMode: 'approval-required', allowedPaths: [{ path: dir, readOnly: false }] });
@@ -168,6 +169,9 @@ describe('invalid configs name the key and the problem', () => {
     ['a path inside another read-write path', base({ agents: { defaults: { toolPolicies: { exec: { allowedPaths: [dir] } } }, teams: { a: {}, b: { toolPolicies: { exec: { allowedPaths: [owned] } } }, c: { toolPolicies: { exec: { allowedPaths: ['/var/tmp'] } } } } } }), /lies inside the read-write allowed path "\/var\/tmp" of team "c"/],
     ['uid 00 is root', base({ agents: { defaults: { toolPolicies: { exec: { allowedPaths: [dir] } }, sandbox: { user: '00:1000' } } } }), /never runs as root/],
     ['two teams on one named network', base({ agents: { defaults: { toolPolicies: { exec: { allowedPaths: [dir] } } }, teams: { a: { sandbox: { network: 'shared' } }, b: { sandbox: { network: 'shared' } } } } }), /network "shared" is already used by team "a"/],
+    ['nice below -20', base({ gateway: { nice: -21, auth: { token: 'admin-secret' } } }), /^gateway\.nice: .*>=-20/],
+    ['nice above 19', base({ gateway: { nice: 20, auth: { token: 'admin-secret' } } }), /^gateway\.nice: .*<=19/],
+    ['nice not whole', base({ gateway: { nice: -2.5, auth: { token: 'admin-secret' } } }), /^gateway\.nice: /],
     ['quota', base({ agents: { defaults: { toolPolicies: { exec: { allowedPaths: [dir] } }, quota: { maxConcurrent: 0 } } } }), /agents\.defaults\.quota\.maxConcurrent/],
     ['auth off on a public address', base({ gateway: { host: '0.0.0.0', auth: { enabled: false } } }), /gateway\.host: "0\.0\.0\.0" is not a loopback address/],
   ])('%s', (_name, raw, expected) => {
