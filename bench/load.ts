@@ -79,7 +79,7 @@ export const DEFAULT_OPTIONS: LoadOptions = {
   durationS: 60,
   mix: { echo: 3, ls: 2, denied: 3, stream: 1, sse: 1 },
   // Off: under a load that keeps Docker saturated a warm container is still one create + start, only done
-  // earlier, and refilling adds contention without throughput (2 cores: /healthz p99 172/180 ms with 4 per
+  // earlier, and refilling adds contention without throughput (2 cores, at nice 0: /healthz p99 172/180 ms with 4 per
   // team against 116/121 ms without, at the same ~6.6 runs/s). `--pool N` measures it; the CI variant uses 2.
   pool: 0,
   teams: 2,

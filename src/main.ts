@@ -39,10 +39,9 @@ function fail(message: string): never {
   process.exit(2);
 }
 
-/** gateway.nice: the service's own CPU priority (src/priority.ts says why); 0 leaves it as started. */
-function setNice(nice: number, logger: Logger): void {
-  if (nice === 0) return;
-  const got = applyNice(nice);
+/** gateway.nice: the service's own CPU priority (src/priority.ts says why and what it reaches). */
+async function setNice(nice: number, logger: Logger): Promise<void> {
+  const got = await applyNice(nice);
   // Info, not a warning: an unprivileged start (the README's first command) is normal, only slower under contention.
   if (got.error) logger.info({ nice, threads: got.threads, autogroup: got.autogroup, err: got.error }, `could not set the service's CPU priority (gateway.nice); under CPU contention /healthz and decisions wait behind the sandboxes: ${NICE_HINT}`);
   else logger.info({ nice, threads: got.threads, autogroup: got.autogroup }, 'service CPU priority set (gateway.nice)');
@@ -87,7 +86,7 @@ async function serve(argv: string[]): Promise<void> {
     if (err instanceof ConfigError) fail(err.message);
     throw err;
   }
-  setNice(config.gateway.nice, logger);
+  await setNice(config.gateway.nice, logger);
 
   const instance = process.env.EXECGATE_INSTANCE ?? createHash('sha256').update(`${hostname()}:${config.store.path}`).digest('hex').slice(0, 12);
   // DOCKER_HOST (unix://PATH or tcp://HOST:PORT) names the engine, as for the docker CLI; else /var/run/docker.sock.
@@ -259,9 +258,10 @@ async function serve(argv: string[]): Promise<void> {
         const missing = missingRuntimes(next, offered);
         if (missing.length > 0) throw new ConfigError(missing);
       }
-      if (next.gateway.nice !== config.gateway.nice) setNice(next.gateway.nice, logger);
+      const niceChanged = next.gateway.nice !== config.gateway.nice;
       // Running executions keep the team settings they started with; new requests get the new ones.
       config = next;
+      if (niceChanged) await setNice(next.gateway.nice, logger);
       void runner.configurePool(poolTemplates(next));
       const policies = Object.fromEntries(Object.values(next.teams).map((t) => [t.name, policyHash(t.policy)]));
       state.appendAudit('config_reloaded', 'default', { source: next.source, policies });

@@ -218,9 +218,9 @@ export const ConfigFileSchema = z
           .int()
           .min(-20)
           .max(19)
-          // -10: on 2 cores under 100 clients /healthz p99 went from 81–121 ms (0) to 31 ms (bench/load.ts).
+          // -10: on 2 cores under `npm run load` /healthz p99 went from 56–121 ms (0) to 19–28 ms (README, CPU priority).
           .default(-10)
-          .describe('CPU priority of the service itself (not of the sandboxes), set at start and on reload: its threads and, when it leads its session, its autogroup. Below 0 needs root or CAP_SYS_NICE; without it the service logs so and runs as started. 0 leaves the priority as started'),
+          .describe('CPU priority (nice, -20 to 19) of the service itself, not of the sandboxes: set on every thread at start and on reload, and on its autogroup when it leads its session in the root cgroup. Below the current value needs CAP_SYS_NICE; without it the service logs so and keeps its priority. Under cgroups (systemd, containers) give it CPU weight instead (CPUWeight=, cpu_shares)'),
       })
       .strict()
       .prefault({}),
