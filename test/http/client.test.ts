@@ -14,7 +14,7 @@ import {
   type ExecEvent,
   type WireExecEvent,
 } from '../../src/client/index.js';
-import type { ExecEvent as ServerExecEvent } from '../../src/service/exec-service.js';
+import type { ExecWireEvent as ServerExecEvent } from '../../src/service/exec-service.js';
 import type { Decision as ServerDecision } from '../../src/policy/types.js';
 import type { ErrorCode as ServerErrorCode } from '../../src/service/errors.js';
 import type { z } from 'zod';

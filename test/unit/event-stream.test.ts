@@ -1,0 +1,116 @@
+import { Writable } from 'node:stream';
+import type { ServerResponse } from 'node:http';
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { EventStream } from '../../src/http/streaming.js';
+import { OutputEncoder, jsonDataLatin1 } from '../../src/service/output-encoder.js';
+import type { ExecEvent } from '../../src/service/exec-service.js';
+
+/**
+ * The NDJSON/SSE writer (src/http/streaming.ts): output events carry bytes and are escaped straight from
+ * them (latin1 through V8's JSON.stringify). Checked against the plain way — decode the text, JSON.stringify
+ * the event — byte for byte, and against the bytes the command wrote.
+ */
+
+/** A ServerResponse stand-in that keeps what is written (EventStream uses write, writableLength, destroyed). */
+function sink(): { res: ServerResponse; bytes: () => Buffer } {
+  const chunks: Buffer[] = [];
+  const w = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      chunks.push(chunk);
+      cb();
+    },
+  });
+  return { res: w as unknown as ServerResponse, bytes: () => Buffer.concat(chunks) };
+}
+
+function ndjson(events: ExecEvent[], format: 'ndjson' | 'sse' = 'ndjson'): string {
+  const s = sink();
+  const stream = new EventStream(s.res, format);
+  for (const e of events) void stream.write(e);
+  return s.bytes().toString('utf8');
+}
+
+const out = (bytes: Buffer | string, type: 'stdout' | 'stderr' = 'stdout'): ExecEvent => ({ type, bytes: Buffer.from(bytes) });
+const exit: ExecEvent = { type: 'exit', exitCode: 0, durationMs: 1, timedOut: false, oomKilled: false, truncated: false, writeQuotaExceeded: false };
+
+describe('jsonDataLatin1 is JSON.stringify of the text, byte for byte', () => {
+  it.each<[string, string]>([
+    ['ascii', 'hello world'],
+    ['newlines and tabs', 'a\nb\tc\r\n'],
+    ['quotes and backslashes', 'say "hi" \\ \\n'],
+    ['every control character', Array.from({ length: 32 }, (_, i) => String.fromCharCode(i)).join('')],
+    ['DEL and the line separators JSON leaves alone', '\x7f\u2028\u2029'],
+    ['two, three and four byte characters', 'é € 😀 日本語'],
+    ['empty', ''],
+  ])('%s', (_name, text) => {
+    const bytes = Buffer.from(text, 'utf8');
+    expect(Buffer.from(jsonDataLatin1({ bytes, base64: false }), 'latin1').equals(Buffer.from(JSON.stringify(text), 'utf8'))).toBe(true);
+  });
+
+  it('for any valid UTF-8 (property)', () => {
+    fc.assert(
+      fc.property(fc.string({ unit: 'binary' }), (text) => {
+        const bytes = Buffer.from(text, 'utf8'); // lone surrogates become U+FFFD here, as in any UTF-8 output
+        expect(Buffer.from(jsonDataLatin1({ bytes, base64: false }), 'latin1').equals(Buffer.from(JSON.stringify(bytes.toString('utf8')), 'utf8'))).toBe(true);
+      }),
+      { numRuns: 2000 },
+    );
+  });
+});
+
+describe('EventStream', () => {
+  it('writes the lines JSON.stringify of the wire events would', () => {
+    const text = 'line "one"\n\ttwo é\n';
+    expect(ndjson([out(text), out('oops\n', 'stderr'), exit])).toBe(
+      [JSON.stringify({ type: 'stdout', data: text }), JSON.stringify({ type: 'stderr', data: 'oops\n' }), JSON.stringify(exit)].map((l) => `${l}\n`).join(''),
+    );
+  });
+
+  it('SSE frames each event as one data: line', () => {
+    expect(ndjson([out('a\nb'), exit], 'sse')).toBe(`data: ${JSON.stringify({ type: 'stdout', data: 'a\nb' })}\n\ndata: ${JSON.stringify(exit)}\n\n`);
+  });
+
+  it('a character split across chunks is whole in one line; bytes that are not UTF-8 go base64', () => {
+    const euro = Buffer.from('€'); // 3 bytes
+    const lines = ndjson([out(Buffer.concat([Buffer.from('x'), euro.subarray(0, 1)])), out(euro.subarray(1)), out(Buffer.from([0xff, 0x41])), exit])
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(lines).toEqual([{ type: 'stdout', data: 'x' }, { type: 'stdout', data: '€' }, { type: 'stdout', data: Buffer.from([0xff, 0x41]).toString('base64'), encoding: 'base64' }, exit]);
+  });
+
+  it("an incomplete character at the end goes out (base64) before the next event, in its stream's order", () => {
+    const lines = ndjson([out(Buffer.from([0x61, 0xe2, 0x82])), out('err', 'stderr'), exit])
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(lines).toEqual([
+      { type: 'stdout', data: 'a' },
+      { type: 'stderr', data: 'err' },
+      { type: 'stdout', data: Buffer.from([0xe2, 0x82]).toString('base64'), encoding: 'base64' },
+      exit,
+    ]);
+  });
+
+  it('decoding the lines gives back every byte written, however it was chunked (property)', () => {
+    fc.assert(
+      fc.property(fc.array(fc.uint8Array({ maxLength: 64 }), { maxLength: 12 }), (chunks) => {
+        const lines = ndjson([...chunks.map((c) => out(Buffer.from(c))), exit]).trim().split('\n').map((l) => JSON.parse(l) as { type: string; data: string; encoding?: string });
+        const got = Buffer.concat(lines.filter((l) => l.type === 'stdout').map((l) => Buffer.from(l.data, l.encoding === 'base64' ? 'base64' : 'utf8')));
+        expect(got.equals(Buffer.concat(chunks.map((c) => Buffer.from(c))))).toBe(true);
+        expect(lines.at(-1)!.type).toBe('exit');
+      }),
+      { numRuns: 1000 },
+    );
+  });
+
+  it('the encoder alone: text parts are the bytes themselves (no copy), split characters carried', () => {
+    const enc = new OutputEncoder();
+    const b = Buffer.from('plain');
+    expect(enc.push(b)[0]!.bytes).toBe(b);
+    expect(enc.push(Buffer.from([0xc3]))).toEqual([]);
+    expect(enc.push(Buffer.from([0xa9]))).toEqual([{ bytes: Buffer.from('é'), base64: false }]);
+    expect(enc.flush()).toEqual([]);
+  });
+});
