@@ -4,7 +4,7 @@
  * image in the same run. Prints a table and a JSON summary (also written to bench-results.json).
  *
  * Knobs: EXECGATE_BENCH_N (latency samples, default 200), EXECGATE_BENCH_SECONDS (per throughput cell,
- * default 10; the issue's figure uses 30), EXECGATE_BENCH_STREAM_MB (default 200), EXECGATE_BENCH_CONCURRENCY (default 1,4,8), EXECGATE_BENCH_ONLY (a comma
+ * default 10; the issue's figure uses 30), EXECGATE_BENCH_NICE (the service's gateway.nice; default the product's), EXECGATE_BENCH_STREAM_MB (default 200), EXECGATE_BENCH_CONCURRENCY (default 1,4,8), EXECGATE_BENCH_ONLY (a comma
  * list of latency, throughput, streaming, policy: run only those while working on one figure; the table is
  * printed only for a full run).
  */
@@ -69,7 +69,7 @@ async function main(): Promise<void> {
   writeFileSync(
     config,
     JSON.stringify({
-      gateway: { port: 0, auth: { token: TOKEN } },
+      gateway: { port: 0, auth: { token: TOKEN }, ...(process.env.EXECGATE_BENCH_NICE ? { nice: Number(process.env.EXECGATE_BENCH_NICE) } : {}) },
       store: { path: `${dir}-store` },
       agents: {
         defaults: {
