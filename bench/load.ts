@@ -38,6 +38,7 @@ import { Worker } from 'node:worker_threads';
 import Docker from 'dockerode';
 import { BUILTIN_AGENT_DEFAULTS, ConfigFileSchema } from '../src/config/schema.js';
 import { NODE_FLAGS } from '../src/node-flags.js';
+import { autogroupEnabled, niceOf } from '../src/priority.js';
 import type { ExecutionRecord } from '../src/service/state.js';
 import { SqliteStateStore } from '../src/store/sqlite-store.js';
 
@@ -528,9 +529,8 @@ function priorityOf(pid: number): { nice: number; autogroupNice: number | null }
   let nice = NaN;
   let autogroupNice: number | null = null;
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    nice = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]);
-    if (readFileSync('/proc/sys/kernel/sched_autogroup_enabled', 'utf8').trim() === '1') {
+    nice = niceOf(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+    if (autogroupEnabled()) {
       autogroupNice = Number(/nice (-?\d+)/.exec(readFileSync(`/proc/${pid}/autogroup`, 'utf8'))?.[1] ?? NaN);
     }
   } catch {

@@ -36,11 +36,25 @@ export interface PriorityOutcome {
   error?: string;
 }
 
-/** The session id of a process, from /proc/PID/stat (the fields after the parenthesised command name). */
-export function sessionOf(stat: string): number {
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  // state ppid pgrp session …
-  return Number(fields[3]);
+/** The fields of /proc/PID/stat after the parenthesised command name (which may hold spaces and parentheses):
+ *  [0] state, [1] ppid, [2] pgrp, [3] session, …, [16] nice. */
+function statFields(stat: string): string[] {
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+}
+
+/** The session id of a process, from /proc/PID/stat. */
+export const sessionOf = (stat: string): number => Number(statFields(stat)[3]);
+
+/** The nice value of a process or thread, from /proc/PID/stat or /proc/PID/task/TID/stat. */
+export const niceOf = (stat: string): number => Number(statFields(stat)[16]);
+
+/** Whether the kernel schedules by autogroup (built with it, and switched on). */
+export function autogroupEnabled(): boolean {
+  try {
+    return readFileSync('/proc/sys/kernel/sched_autogroup_enabled', 'utf8').trim() === '1' && existsSync('/proc/self/autogroup');
+  } catch {
+    return false;
+  }
 }
 
 /**
@@ -85,7 +99,7 @@ export async function applyNice(nice: number, proc = '/proc/self', pid = process
       return undefined;
     }
   };
-  if (read('/proc/sys/kernel/sched_autogroup_enabled')?.trim() !== '1' || !existsSync(`${proc}/autogroup`)) out.autogroup = 'absent';
+  if (!autogroupEnabled() || !existsSync(`${proc}/autogroup`)) out.autogroup = 'absent';
   else if (!inRootCpuCgroup(read(`${proc}/cgroup`) ?? '')) out.autogroup = 'cgroup';
   else if (sessionOf(read(`${proc}/stat`) ?? '') !== pid) out.autogroup = 'not-session-leader';
   else out.autogroup = await writeAutogroup(`${proc}/autogroup`, nice, out);

@@ -22,7 +22,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { z } from 'zod';
 import { ROUTES, type RouteDoc } from '../../src/http/openapi.js';
 import { ErrorBodySchema } from '../../src/http/wire.js';
-import { TOKENS, auth, testApp, type TestApp } from '../support/app.js';
+import { TOKEN_ENTRIES, TOKENS, auth, testApp, type TestApp } from '../support/app.js';
 import { ScriptedRunner } from '../support/scripted-runner.js';
 
 const SEED = Number(process.env.FUZZ_SEED ?? 20240808);
@@ -51,11 +51,7 @@ beforeAll(async () => {
         bodyLimitBytes: BODY_LIMIT,
         auth: {
           token: TOKENS.admin,
-          tokens: [
-            { token: TOKENS.agent, team: 'data', roles: ['exec'], name: 'agent-data' },
-            { token: TOKENS.human, team: 'data', roles: ['approve'], name: 'alice' },
-            { token: TOKENS.otherAgent, team: 'web', roles: ['exec'], name: 'agent-web' },
-          ],
+          tokens: TOKEN_ENTRIES.filter((e) => e.token !== TOKENS.otherHuman),
         },
       },
       agents: {

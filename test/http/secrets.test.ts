@@ -3,7 +3,7 @@ import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { MemoryStateStore } from '../../src/service/state.js';
-import { TOKENS, auth, ndjson, testApp, type TestApp } from '../support/app.js';
+import { TOKEN_ENTRIES, TOKENS, auth, ndjson, testApp, type TestApp } from '../support/app.js';
 import { ScriptedRunner, type Script, type ScriptContext } from '../support/scripted-runner.js';
 
 /**
@@ -32,10 +32,7 @@ async function setup(mode: 'allowed' | 'approval-required', script: (ctx: Script
       gateway: {
         auth: {
           token: TOKENS.admin,
-          tokens: [
-            { token: TOKENS.agent, team: 'data', roles: ['exec'], name: 'agent-data' },
-            { token: TOKENS.human, team: 'data', roles: ['approve'], name: 'alice' },
-          ],
+          tokens: TOKEN_ENTRIES.filter((e) => e.team === 'data'),
         },
       },
       agents: {

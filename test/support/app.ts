@@ -21,6 +21,14 @@ export const TOKENS = {
   otherHuman: 't-human-web-00001',
 } as const;
 
+/** The token entries of the default test config: an agent and an approver per team ("data", "web"). */
+export const TOKEN_ENTRIES = [
+  { token: TOKENS.agent, team: 'data', roles: ['exec'], name: 'agent-data' },
+  { token: TOKENS.human, team: 'data', roles: ['approve'], name: 'alice' },
+  { token: TOKENS.otherAgent, team: 'web', roles: ['exec'], name: 'agent-web' },
+  { token: TOKENS.otherHuman, team: 'web', roles: ['approve'], name: 'bob' },
+];
+
 export interface TestApp {
   app: FastifyInstance;
   runner: FakeRunner;
@@ -39,12 +47,7 @@ export async function testApp(opts: { exec?: Record<string, unknown>; raw?: (dir
     gateway: {
       auth: {
         token: TOKENS.admin,
-        tokens: [
-          { token: TOKENS.agent, team: 'data', roles: ['exec'], name: 'agent-data' },
-          { token: TOKENS.human, team: 'data', roles: ['approve'], name: 'alice' },
-          { token: TOKENS.otherAgent, team: 'web', roles: ['exec'], name: 'agent-web' },
-          { token: TOKENS.otherHuman, team: 'web', roles: ['approve'], name: 'bob' },
-        ],
+        tokens: TOKEN_ENTRIES,
       },
     },
     agents: { defaults: { toolPolicies: { exec }, sandbox: { user: '1000:1000' } }, teams: { data: {}, web: {} } },

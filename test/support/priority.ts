@@ -1,12 +1,14 @@
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { getPriority } from 'node:os';
+import { niceOf } from '../../src/priority.js';
+
+export { autogroupEnabled } from '../../src/priority.js';
 
 /** The nice value of each thread of a process (/proc/PID/task/TID/stat, field 19). */
 export function threadNices(pid: number): number[] {
   return readdirSync(`/proc/${pid}/task`).flatMap((tid) => {
     try {
-      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
-      return [Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16])];
+      return [niceOf(readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8'))];
     } catch {
       return []; // the thread ended meanwhile
     }
@@ -28,9 +30,4 @@ export function mayLowerNiceTo(nice: number): boolean {
   const m = /^Max nice priority\s+(\S+)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
   const limit = m?.[1] === 'unlimited' ? 40 : Number(m?.[1] ?? 0);
   return nice >= 20 - limit;
-}
-
-/** Whether the kernel schedules by autogroup (the file exists and the switch is on). */
-export function autogroupEnabled(): boolean {
-  return existsSync('/proc/self/autogroup') && existsSync('/proc/sys/kernel/sched_autogroup_enabled') && readFileSync('/proc/sys/kernel/sched_autogroup_enabled', 'utf8').trim() === '1';
 }

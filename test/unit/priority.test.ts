@@ -5,7 +5,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import ts from 'typescript';
 import { afterAll, describe, expect, it } from 'vitest';
-import { inRootCpuCgroup, sessionOf } from '../../src/priority.js';
+import { inRootCpuCgroup, niceOf, sessionOf } from '../../src/priority.js';
 import { autogroupEnabled, baseNice, mayLowerNiceTo, threadNices } from '../support/priority.js';
 
 /**
@@ -25,6 +25,10 @@ describe('sessionOf', () => {
   });
   it('reads this process', () => {
     expect(Number.isInteger(sessionOf(readFileSync('/proc/self/stat', 'utf8')))).toBe(true);
+  });
+  it('niceOf reads field 19, past a command name with spaces and parentheses', () => {
+    expect(niceOf('5 (a) b) S 1 2 3 0 -1 0 0 0 0 0 0 0 0 0 20 -7 1 0')).toBe(-7);
+    expect(niceOf(readFileSync('/proc/self/stat', 'utf8'))).toBe(baseNice());
   });
 });
 
