@@ -103,6 +103,56 @@ describe('warm pool on a real engine', () => {
     for (const id of ids) expect(running).not.toContain(id);
   });
 
+  /** Container events of one instance, as they come: id, action, and the exit code of `die`. */
+  async function containerEvents(instance: string) {
+    const stream = (await docker.getEvents({ filters: { type: ['container'], label: [`${LABEL_INSTANCE}=${instance}`] } })) as NodeJS.ReadableStream & { destroy(): void };
+    const seen: { id: string; Action: string; exitCode?: string }[] = [];
+    let text = '';
+    stream.on('data', (d: Buffer) => {
+      text += d.toString();
+      for (let nl = text.indexOf('\n'); nl >= 0; nl = text.indexOf('\n')) {
+        const e = JSON.parse(text.slice(0, nl)) as { id: string; Action: string; Actor: { Attributes: Record<string, string> } };
+        text = text.slice(nl + 1);
+        seen.push({ id: e.id, Action: e.Action, exitCode: e.Actor.Attributes.exitCode });
+      }
+    });
+    const actions = async (id: string) => {
+      for (let i = 0; i < 200 && !seen.some((e) => e.id === id && e.Action === 'destroy'); i++) await new Promise((r) => setTimeout(r, 50));
+      return seen.filter((e) => e.id === id);
+    };
+    return { actions, stop: () => stream.destroy() };
+  }
+
+  it("a finished command's container exits on its own before it is removed: the engine never has to kill it", async () => {
+    const instance = `pool-${randomUUID().slice(0, 8)}`;
+    const runner = newRunner(instance);
+    const sandbox = pooled({ pool: { size: 6, maxIdleMs: 600_000 } });
+    await runner.configurePool([{ team: 'pool', sandbox, mounts }]);
+    await warmed(runner, 6);
+    const events = await containerEvents(instance);
+    try {
+      // Removal right after the answer used to race the shell's exit and lose nearly every time: the engine
+      // logged a `kill` and ran the runtime once more per container.
+      const runs = await Promise.all([
+        ...Array.from({ length: 6 }, (_, i) => drive(runner, spec(`echo warm${i}`, sandbox))),
+        drive(runner, spec('echo cold', pooled({ pool: { size: 0, maxIdleMs: 1 }, memoryMb: 300 }))),
+      ]);
+      expect(runs.map((r) => r.stdout)).toEqual([...Array.from({ length: 6 }, (_, i) => `warm${i}\n`), 'cold\n']);
+      expect(runner.pool.hits).toBe(6);
+      for (const r of runs) {
+        const seen = await events.actions(r.containerId);
+        const actions = seen.map((e) => e.Action);
+        // die with the command's own status (docker-init ends when the shell does), then destroy; never a kill.
+        expect(actions).not.toContain('kill');
+        expect(seen.find((e) => e.Action === 'die')?.exitCode).toBe('0');
+        expect(actions.indexOf('die')).toBeGreaterThanOrEqual(0);
+        expect(actions.indexOf('die')).toBeLessThan(actions.indexOf('destroy'));
+      }
+    } finally {
+      events.stop();
+    }
+  });
+
   it('time-outs and output caps still kill a pooled container', async () => {
     const runner = newRunner();
     const sandbox = pooled({ maxOutputBytes: 50_000 });
