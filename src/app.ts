@@ -19,7 +19,7 @@ import {
   SafeModeBodySchema,
   SessionBodySchema,
 } from './http/schemas.js';
-import { EventStream, negotiate, startStream } from './http/streaming.js';
+import { EventStream, MultiplexedStream, negotiate, startStream } from './http/streaming.js';
 import { ERROR_STATUS, ServiceError, notApprovedCode } from './service/errors.js';
 import { approvalView, type ExecEvent, type ExecService, type PrepareOutcome } from './service/exec-service.js';
 import { checkCollect, type StagedInput } from './service/files.js';
@@ -290,7 +290,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
 
     reply.hijack();
     startStream(reply.raw, format, { 'x-execgate-exec-id': outcome.prepared.execId });
-    const stream = new EventStream(reply.raw, format);
+    const stream = format === 'multiplexed' ? new MultiplexedStream(reply.raw) : new EventStream(reply.raw, format);
     try {
       for await (const event of events) {
         if (reply.raw.destroyed) break;

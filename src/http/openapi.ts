@@ -80,8 +80,8 @@ const execBody = {
 const execResponses: Record<number, ResponseDoc> = {
   200: {
     description:
-      'The run, one event per line (NDJSON, the default), as server-sent events with `Accept: text/event-stream`, or one JSON answer at the end with `Accept: application/json`. The response header X-Execgate-Exec-Id names the execution.',
-    content: { 'application/x-ndjson': ExecEventSchema, 'text/event-stream': ExecEventSchema, 'application/json': ExecResultSchema },
+      'The run, one event per line (NDJSON, the default), as server-sent events with `Accept: text/event-stream`, one JSON answer at the end with `Accept: application/json`, or binary frames with `Accept: application/vnd.execgate.multiplexed-stream`: each frame an 8-byte header (byte 0 the kind, bytes 1-3 zero, bytes 4-7 the payload length, big-endian) and its payload; kind 1 stdout and 2 stderr carry the output bytes as they are, kind 3 any other event as UTF-8 JSON. The response header X-Execgate-Exec-Id names the execution.',
+    content: { 'application/x-ndjson': ExecEventSchema, 'text/event-stream': ExecEventSchema, 'application/json': ExecResultSchema, 'application/vnd.execgate.multiplexed-stream': null },
   },
 };
 const execHeaders = [{ name: 'x-execgate-request', description: 'With an application/x-tar body: the request JSON', schema: z.string() }];

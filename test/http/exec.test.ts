@@ -1,7 +1,9 @@
 import { mkdirSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { MULTIPLEXED_TYPE } from '../../src/http/streaming.js';
 import { TOKENS, auth, ndjson, testApp, type TestApp } from '../support/app.js';
+import { decodeMultiplexed } from '../support/multiplexed.js';
 
 let t: TestApp;
 beforeEach(async () => {
@@ -86,6 +88,28 @@ describe('POST /v1/exec', () => {
     expect(r.headers['content-type']).toContain('text/event-stream');
     const events = r.body.split('\n\n').filter(Boolean).map((b) => JSON.parse(b.replace(/^data: /, '')));
     expect(events.map((e) => e.type)).toEqual(['decision', 'started', 'stdout', 'exit']);
+  });
+
+  it('streams the binary multiplexed form on its Accept: the same events, output as the raw bytes', async () => {
+    const euro = Buffer.from('€');
+    const chunks = { stdout: [Buffer.from([0xff, 0x00, 0x0a]), euro.subarray(0, 1), Buffer.concat([euro.subarray(1), Buffer.from('"x\\')])], stderr: ['warn\n'] };
+    t.runner.behaviour = () => ({ ...chunks, exitCode: 3 });
+    const r = await t.app.inject({ method: 'POST', url: '/v1/exec', headers: { ...auth(TOKENS.agent), accept: MULTIPLEXED_TYPE }, payload: { command: 'cat bin' } });
+    expect(r.statusCode).toBe(200);
+    expect(r.headers['content-type']).toBe(MULTIPLEXED_TYPE);
+    const events = decodeMultiplexed(r.rawPayload);
+    expect(events.map((e) => e.type)).toEqual(['decision', 'started', 'stdout', 'stdout', 'stdout', 'stderr', 'exit']);
+    expect(events[0]).toMatchObject({ decision: 'allow', execId: r.headers['x-execgate-exec-id'] });
+    const bytes = (type: string) => Buffer.concat(events.filter((e) => e.type === type).map((e) => e.bytes as Buffer));
+    expect(bytes('stdout')).toEqual(Buffer.concat(chunks.stdout));
+    expect(bytes('stderr').toString()).toBe('warn\n');
+    expect(events.at(-1)).toMatchObject({ type: 'exit', exitCode: 3 });
+    // The NDJSON of the same run: the same events around the output, and the same bytes once decoded.
+    const nd = ndjson((await exec({ command: 'cat bin' })).body);
+    const notOutput = (types: string[]) => types.filter((x) => x !== 'stdout' && x !== 'stderr');
+    expect(notOutput(nd.map((e) => String(e.type)))).toEqual(notOutput(events.map((e) => e.type)));
+    const decoded = Buffer.concat(nd.filter((e) => e.type === 'stdout').map((e) => Buffer.from(String(e.data), e.encoding === 'base64' ? 'base64' : 'utf8')));
+    expect(decoded).toEqual(bytes('stdout'));
   });
 
   it('answers once on Accept: application/json', async () => {

@@ -1,9 +1,11 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { MULTIPLEXED_TYPE } from '../../src/http/streaming.js';
+import { MultiplexedDecoder } from '../support/multiplexed.js';
 import { readNdjson } from '../support/ndjson.js';
 import { SANDBOX_IMAGE, TEST_RUNTIME, projectDir } from '../support/sandbox.js';
-import { buildDist, memoryOf, startService, stopService, type ServiceProcess } from '../support/service-process.js';
+import { buildDist, memoryOf, resetPeak, startService, stopService, type ServiceProcess } from '../support/service-process.js';
 
 const TOKEN = 'slow-reader-token-1';
 const TOTAL = 200_000_000;
@@ -34,6 +36,7 @@ afterAll(async () => {
 describe('backpressure', () => {
   it("the service's memory stays bounded while a client reads 200 MB slowly, and every byte arrives", async () => {
     const pid = service.proc.pid!;
+    resetPeak(pid);
     const baseline = memoryOf(pid).rss;
     const res = await fetch(`${service.url}/v1/exec`, {
       method: 'POST',
@@ -61,6 +64,38 @@ describe('backpressure', () => {
     expect(exit).toMatchObject({ exitCode: 0, truncated: false });
     // Without backpressure the 200 MB (and its JSON) would pile up in the service. What growth there is, is
     // V8's heap headroom: streaming 100 MB or 300 MB peaks at the same ~175 MiB here.
+    expect(peak - baseline).toBeLessThan(120 * 1024 * 1024);
+  }, 120_000);
+
+  it('the same holds for the binary multiplexed stream, whose output frames point into what Docker sent', async () => {
+    const pid = service.proc.pid!;
+    resetPeak(pid);
+    const baseline = memoryOf(pid).rss;
+    const res = await fetch(`${service.url}/v1/exec`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json', accept: MULTIPLEXED_TYPE },
+      body: JSON.stringify({ command: `yes 0123456789abcdefghijklmnopqrstuvwxyz | head -c ${TOTAL}` }),
+    });
+    expect(res.headers.get('content-type')).toBe(MULTIPLEXED_TYPE);
+    const decoder = new MultiplexedDecoder();
+    const reader = res.body!.getReader();
+    let bytes = 0;
+    let exit: Record<string, unknown> | undefined;
+    let reads = 0;
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      for (const e of decoder.push(value)) {
+        if (e.type === 'stdout') bytes += (e.bytes as Buffer).length;
+        if (e.type === 'exit') exit = e;
+      }
+      if (++reads % 2 === 0) await new Promise((r) => setTimeout(r, 1));
+    }
+    decoder.end();
+    const { peak } = memoryOf(pid);
+    console.log(`slow reader, multiplexed: ${reads} reads; service RSS ${(baseline / 1048576).toFixed(0)} MiB at start, peak ${(peak / 1048576).toFixed(0)} MiB`);
+    expect(bytes).toBe(TOTAL);
+    expect(exit).toMatchObject({ exitCode: 0, truncated: false });
     expect(peak - baseline).toBeLessThan(120 * 1024 * 1024);
   }, 120_000);
 });

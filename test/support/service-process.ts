@@ -1,5 +1,5 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { NODE_FLAGS } from '../../src/node-flags.js';
 
 /** The real service as a child process (`node dist/main.js serve`), for tests of the process as a whole. */
@@ -63,6 +63,11 @@ export async function waitForLog(s: ServiceProcess, pattern: RegExp | string, ms
 }
 
 /** Resident and peak resident memory of a process, in bytes (Linux /proc). */
+/** Starts VmHWM (the peak memoryOf reports) again from the current RSS, so a test sees its own peak. */
+export function resetPeak(pid: number): void {
+  writeFileSync(`/proc/${pid}/clear_refs`, '5');
+}
+
 export function memoryOf(pid: number): { rss: number; peak: number } {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
   const kb = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN) * 1024;

@@ -2,7 +2,8 @@ import { Writable } from 'node:stream';
 import type { ServerResponse } from 'node:http';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { EventStream } from '../../src/http/streaming.js';
+import { EventStream, MultiplexedStream } from '../../src/http/streaming.js';
+import { decodeMultiplexed } from '../support/multiplexed.js';
 import { OutputEncoder, jsonDataLatin1 } from '../../src/service/output-encoder.js';
 import type { ExecEvent } from '../../src/service/exec-service.js';
 
@@ -112,5 +113,39 @@ describe('EventStream', () => {
     expect(enc.push(Buffer.from([0xc3]))).toEqual([]);
     expect(enc.push(Buffer.from([0xa9]))).toEqual([{ bytes: Buffer.from('é'), base64: false }]);
     expect(enc.flush()).toEqual([]);
+  });
+});
+
+describe('the multiplexed stream (MultiplexedStream)', () => {
+  function multiplexed(events: ExecEvent[]): Buffer {
+    const s = sink();
+    const stream = new MultiplexedStream(s.res);
+    for (const e of events) void stream.write(e);
+    return s.bytes();
+  }
+
+  it('frames an output chunk as Docker does: kind, three zeros, big-endian length, the bytes as they are', () => {
+    const bytes = Buffer.from([0xff, 0x00, 0x0a, 0x22]);
+    expect(multiplexed([out(bytes, 'stderr')])).toEqual(Buffer.concat([Buffer.from([2, 0, 0, 0, 0, 0, 0, 4]), bytes]));
+    const json = Buffer.from(JSON.stringify(exit), 'utf8');
+    expect(multiplexed([exit])).toEqual(Buffer.concat([Buffer.from([3, 0, 0, 0]), Buffer.from([0, 0, json.length >> 8, json.length & 0xff]), json]));
+  });
+
+  it('carries any sequence of events: output byte for byte (empty chunks dropped), the rest as their JSON (property)', () => {
+    const event = fc.oneof(
+      fc.record({ type: fc.constantFrom('stdout' as const, 'stderr' as const), bytes: fc.uint8Array({ maxLength: 300 }).map((a) => Buffer.from(a)) }),
+      fc.constant(exit),
+      fc.record({ type: fc.constant('started' as const), containerId: fc.string({ minLength: 1, maxLength: 64 }), image: fc.string({ unit: 'binary', maxLength: 40 }) }),
+    );
+    fc.assert(
+      fc.property(fc.array(event, { maxLength: 30 }), (events) => {
+        const decoded = decodeMultiplexed(multiplexed(events as ExecEvent[]));
+        const expected = (events as ExecEvent[])
+          .filter((e) => !((e.type === 'stdout' || e.type === 'stderr') && e.bytes.length === 0))
+          .map((e) => (e.type === 'stdout' || e.type === 'stderr' ? e : JSON.parse(JSON.stringify(e))));
+        expect(decoded).toEqual(expected);
+      }),
+      { numRuns: 500 },
+    );
   });
 });
