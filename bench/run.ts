@@ -13,6 +13,7 @@ import { chownSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { MULTIPLEXED_TYPE as MULTIPLEXED } from '../src/http/streaming.js';
 import { NODE_FLAGS } from '../src/node-flags.js';
 import { benchPolicy } from './policy-bench.js';
 
@@ -22,6 +23,7 @@ const N = Number(process.env.EXECGATE_BENCH_N ?? 200);
 const SECONDS = Number(process.env.EXECGATE_BENCH_SECONDS ?? 10);
 const STREAM_MB = Number(process.env.EXECGATE_BENCH_STREAM_MB ?? 200);
 const TOKEN = 'bench-token-0123456789';
+const NDJSON = 'application/x-ndjson';
 const POOL = Number(process.env.EXECGATE_BENCH_POOL ?? 8);
 const CONCURRENCY = (process.env.EXECGATE_BENCH_CONCURRENCY ?? '1,4,8').split(',').map(Number);
 const ONLY = new Set((process.env.EXECGATE_BENCH_ONLY ?? 'latency,throughput,streaming,policy').split(',').map((x) => x.trim()));
@@ -160,40 +162,53 @@ async function main(): Promise<void> {
     const startRss = peakRss;
     const sampler = setInterval(() => (peakRss = Math.max(peakRss, rssOf(proc.pid!))), 20);
     // Each side ends in one reader process that takes every byte: `wc -c` after `docker run`, `tail -c` after
-    // curl (it keeps the last NDJSON line, the exit event, to check the run; the exec id comes from the
-    // response header). Both measure the stream, not a JavaScript client's JSON parsing on the same two cores.
+    // curl (it keeps the last event, the exit, to check the run; the exec id comes from the response header).
+    // Both measure the stream, not a JavaScript client's parsing on the same two cores. Over HTTP, both wire
+    // forms: NDJSON (the default; every byte JSON-escaped) and the multiplexed stream (bytes as they are).
     // The sides alternate for ROUNDS rounds and each side's median counts: the engine's speed drifts.
     const tmp = mkdtempSync(join('/var/tmp', 'execgate-bench-stream-'));
     const dockerSamples: number[] = [];
     const httpSamples: number[] = [];
+    const muxSamples: number[] = [];
     let ndjsonBytes = 0;
-    for (let round = 0; round < ROUNDS; round++) {
-      let t0 = process.hrtime.bigint();
-      const { stdout: wc } = await run('bash', ['-c', `docker run --rm --network none --log-driver none ${IMAGE} sh -c '${gen}' | wc -c`], { maxBuffer: 1 << 20 });
-      if (Number(wc.trim()) !== bytes) throw new Error(`docker run streamed ${wc.trim()} bytes`);
-      dockerSamples.push(bytes / 1e6 / (sinceMs(t0) / 1000));
-      t0 = process.hrtime.bigint();
-      ndjsonBytes = await new Promise<number>((resolve, reject) => {
-        const sh = spawn('bash', ['-c', `curl -sN -D ${tmp}/headers -w '%{size_download}' -H 'authorization: Bearer ${TOKEN}' -H 'content-type: application/json' -H 'x-execgate-team: cold' --data-binary @- -o >(tail -c 4096 > ${tmp}/tail) ${url}/v1/exec; wait`], { stdio: ['pipe', 'pipe', 'inherit'] });
+    /** One 200 MB run over HTTP, taken whole by curl; checked by its last event (the exit) and its record. */
+    const overHttp = async (accept: string): Promise<number> => {
+      const t0 = process.hrtime.bigint();
+      const size = await new Promise<number>((resolve, reject) => {
+        const sh = spawn('bash', ['-c', `curl -sN -D ${tmp}/headers -w '%{size_download}' -H 'authorization: Bearer ${TOKEN}' -H 'content-type: application/json' -H 'accept: ${accept}' -H 'x-execgate-team: cold' --data-binary @- -o >(tail -c 4096 > ${tmp}/tail) ${url}/v1/exec; wait`], { stdio: ['pipe', 'pipe', 'inherit'] });
         let out = '';
         sh.stdout.on('data', (d: Buffer) => (out += d.toString()));
         sh.on('exit', (code) => (code === 0 ? resolve(Number(out.trim())) : reject(new Error(`curl pipeline exited ${code}`))));
         sh.stdin.end(JSON.stringify({ command: gen }));
       });
-      httpSamples.push(bytes / 1e6 / (sinceMs(t0) / 1000));
+      const mbs = bytes / 1e6 / (sinceMs(t0) / 1000);
       await sleep(200);
       const execId = /^x-execgate-exec-id: (\S+)/im.exec(readFileSync(join(tmp, 'headers'), 'utf8'))![1]!;
-      const lastLine = readFileSync(join(tmp, 'tail'), 'utf8').trimEnd().split('\n').pop()!;
-      const last = JSON.parse(lastLine) as { type: string; exitCode: number; truncated: boolean };
+      const tail = readFileSync(join(tmp, 'tail'));
+      // NDJSON: the last line. Multiplexed: the last frame, an event (kind 3) whose JSON runs to the end.
+      const at = tail.lastIndexOf('{"type":"exit"');
+      if (accept === MULTIPLEXED && (at < 8 || tail[at - 8] !== 3 || tail.readUInt32BE(at - 4) !== tail.length - at)) throw new Error('the multiplexed stream did not end with an exit frame');
+      const last = JSON.parse(tail.subarray(at).toString().trimEnd()) as { type: string; exitCode: number; truncated: boolean };
       const rec = (await (await fetch(`${url}/v1/executions/${execId}`, { headers: { authorization: `Bearer ${TOKEN}` } })).json()) as { bytesOut: number };
-      if (last.type !== 'exit' || last.exitCode !== 0 || last.truncated || rec.bytesOut !== bytes) throw new Error(`stream check failed: ${JSON.stringify({ last, bytesOut: rec.bytesOut })}`);
+      if (last.type !== 'exit' || last.exitCode !== 0 || last.truncated || rec.bytesOut !== bytes) throw new Error(`stream check failed: ${JSON.stringify({ accept, last, bytesOut: rec.bytesOut })}`);
+      if (accept === NDJSON) ndjsonBytes = size;
+      return mbs;
+    };
+    for (let round = 0; round < ROUNDS; round++) {
+      const t0 = process.hrtime.bigint();
+      const { stdout: wc } = await run('bash', ['-c', `docker run --rm --network none --log-driver none ${IMAGE} sh -c '${gen}' | wc -c`], { maxBuffer: 1 << 20 });
+      if (Number(wc.trim()) !== bytes) throw new Error(`docker run streamed ${wc.trim()} bytes`);
+      dockerSamples.push(bytes / 1e6 / (sinceMs(t0) / 1000));
+      httpSamples.push(await overHttp(NDJSON));
+      muxSamples.push(await overHttp(MULTIPLEXED));
     }
     rmSync(tmp, { recursive: true, force: true });
     clearInterval(sampler);
     const median = (xs: number[]) => pct(xs, 50);
     const dockerMBs = median(dockerSamples);
     const httpMBs = median(httpSamples);
-    results.streaming = { mb: STREAM_MB, ndjsonBytes, dockerRunLogNoneMBs: dockerMBs, execgateMBs: httpMBs, ratio: httpMBs / dockerMBs, serviceRssStartMiB: startRss / 2 ** 20, serviceRssPeakMiB: peakRss / 2 ** 20 };
+    const muxMBs = median(muxSamples);
+    results.streaming = { mb: STREAM_MB, ndjsonBytes, dockerRunLogNoneMBs: dockerMBs, execgateMBs: httpMBs, ratio: httpMBs / dockerMBs, multiplexedMBs: muxMBs, multiplexedRatio: muxMBs / dockerMBs, serviceRssStartMiB: startRss / 2 ** 20, serviceRssPeakMiB: peakRss / 2 ** 20 };
     }
 
     if (ONLY.has('policy')) {
@@ -228,7 +243,7 @@ async function main(): Promise<void> {
   }
   const l = results.latency as { dockerRun: Stats; cold: Stats; pooled: Stats; coldRatio: Stats; pooledRatio: Stats };
   const t = results.throughput as Record<string, Record<string, number>>;
-  const st = results.streaming as { dockerRunLogNoneMBs: number; execgateMBs: number; ratio: number; serviceRssStartMiB: number; serviceRssPeakMiB: number };
+  const st = results.streaming as { dockerRunLogNoneMBs: number; execgateMBs: number; ratio: number; multiplexedMBs: number; multiplexedRatio: number; serviceRssStartMiB: number; serviceRssPeakMiB: number };
   const p = results.policy as { decisionsPerSec: number; usPerDecision: number; corpus: number };
   const f1 = (x: number) => x.toFixed(1);
   const f2 = (x: number) => x.toFixed(2);
@@ -246,7 +261,7 @@ async function main(): Promise<void> {
       return `  concurrency ${c}                      ${f1(r.dockerRun!).padStart(10)} ${f1(r.cold!).padStart(8)} ${f1(r.pooled!).padStart(8)}   ${f2(r.pooled! / r.dockerRun!)}`;
     }),
     '',
-    `streaming ${STREAM_MB} MB stdout: docker run --log-driver none | wc -c ${f1(st.dockerRunLogNoneMBs)} MB/s; execgate NDJSON ${f1(st.execgateMBs)} MB/s (${f2(st.ratio)}x)`,
+    `streaming ${STREAM_MB} MB stdout: docker run --log-driver none | wc -c ${f1(st.dockerRunLogNoneMBs)} MB/s; execgate multiplexed ${f1(st.multiplexedMBs)} MB/s (${f2(st.multiplexedRatio)}x), NDJSON ${f1(st.execgateMBs)} MB/s (${f2(st.ratio)}x)`,
     `service RSS while streaming: ${st.serviceRssStartMiB.toFixed(0)} MiB at start, peak ${st.serviceRssPeakMiB.toFixed(0)} MiB`,
     `policy engine in process: ${Math.round(p.decisionsPerSec)} decisions/s (${f1(p.usPerDecision)} µs each, ${p.corpus} commands)`,
     `POST /v1/policy/check: ${Math.round((results.policyCheckHttp as { requestsPerSec: number }).requestsPerSec)} requests/s at concurrency 4`,
