@@ -32,7 +32,7 @@ export function containerSpec(spec: RunSpec, instance: string, now: number, netw
   return {
     // Created from the image id the tag resolved to, so the digest in the history is exactly what ran.
     Image: imageId,
-    Cmd: [COMMAND_SHELL, '-c', spec.command],
+    Cmd: [spec.shell ?? COMMAND_SHELL, '-c', spec.command],
     // The image's own entrypoint could run anything first; the sandbox runs exactly the approved command.
     Entrypoint: [],
     User: s.user,

@@ -9,7 +9,7 @@ import type { SandboxSettings } from '../config/load.js';
 import type { AllowedPath } from '../policy/types.js';
 import { DockerDemuxer, demuxDockerStream } from './demux.js';
 import { WarmPool, type WarmContainer } from './pool.js';
-import { BOOTSTRAP, MarkerScanner, encodeLine, warmScript } from './warm.js';
+import { BOOTSTRAP, BOOTSTRAP_SHELL, MarkerScanner, encodeLine, warmScript } from './warm.js';
 import { ArchiveError } from '../files/archive.js';
 import { DockerSession, SESSION_KEEPER, type SessionHandle } from './session.js';
 import { SCRATCH_DIR, type ReadyState, type RunEvent, type RunResult, type RunSpec, type Runner, type SessionSpec } from './types.js';
@@ -225,6 +225,7 @@ export class DockerRunner implements Runner {
       execId: label,
       team: t.team,
       command: BOOTSTRAP,
+      shell: BOOTSTRAP_SHELL,
       cwd: t.mounts[0]!.path,
       env: {},
       stdin: Buffer.alloc(0),
@@ -312,7 +313,7 @@ export class DockerRunner implements Runner {
         if (!small) throw Object.assign(new Error('a command with files must be under 32 KiB with its env'), { code: 'command_too_large' });
         checkMounts(spec.mounts);
         // WorkingDir /: the cwd (under /scratch) may only exist once the files are in; the script cds there.
-        const bootSpec: RunSpec = { ...spec, command: BOOTSTRAP, cwd: '/', stdin: Buffer.alloc(0) };
+        const bootSpec: RunSpec = { ...spec, command: BOOTSTRAP, shell: BOOTSTRAP_SHELL, cwd: '/', stdin: Buffer.alloc(0) };
         container = await this.docker.createContainer(containerSpec(bootSpec, this.instance, this.now(), network, imageId));
         stream = (await container.attach({ stream: true, stdout: true, stderr: true, stdin: true, hijack: true })) as NodeJS.ReadWriteStream;
         stream.on('error', (err) => this.log.debug({ err, execId: spec.execId }, 'sandbox stream error'));

@@ -16,6 +16,11 @@ export interface RunSpec {
   execId: string;
   team: string;
   command: string;
+  /**
+   * What runs `command` (with `-c`): COMMAND_SHELL unless set. The warm bootstrap, our own POSIX script, runs
+   * under `/bin/sh`; the command it is sent still runs under COMMAND_SHELL.
+   */
+  shell?: string;
   /** Absolute path inside an allowed path (mounted at the same path). */
   cwd: string;
   env: Record<string, string>;

@@ -15,6 +15,8 @@ import type { RunSpec } from './types.js';
  * if it did, it would only lie about its own exit, and the container is removed either way.
  */
 export const BOOTSTRAP = `IFS= read -r line || exit 97; s=$(printf '%b' "$line"); eval "$s"`;
+/** The shell the bootstrap runs under: any image's POSIX sh, lighter to start than bash. */
+export const BOOTSTRAP_SHELL = '/bin/sh';
 
 const shellQuote = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
 

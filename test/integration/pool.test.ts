@@ -5,6 +5,7 @@ import type { SandboxSettings } from '../../src/config/load.js';
 import { LABEL_INSTANCE } from '../../src/runner/container-spec.js';
 import { DockerRunner } from '../../src/runner/docker-runner.js';
 import type { RunEvent, RunResult, RunSpec } from '../../src/runner/types.js';
+import { BOOTSTRAP, BOOTSTRAP_SHELL } from '../../src/runner/warm.js';
 import { projectDir, sandboxSettings, silentLogger } from '../support/sandbox.js';
 
 const docker = new Docker();
@@ -58,6 +59,8 @@ describe('warm pool on a real engine', () => {
     await runner.configurePool([{ team: 'pool', sandbox, mounts }]);
     await warmed(runner, 2);
     const before = await idleIds(instance);
+    // The waiting shell is the image's POSIX sh; the command itself runs under bash (below).
+    expect((await docker.getContainer(before[0]!).inspect()).Config.Cmd).toEqual([BOOTSTRAP_SHELL, '-c', BOOTSTRAP]);
     const r = await drive(runner, spec(`printf 'no newline'; echo " $GREETING" >&2; pwd >&2; tr a-z A-Z; exit 7`, sandbox, { env: { GREETING: "it's here" }, stdin: Buffer.from('quiet\n') }));
     expect(before).toContain(r.containerId);
     expect(r.stdout).toBe('no newlineQUIET\n');
