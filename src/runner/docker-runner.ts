@@ -165,6 +165,8 @@ export class DockerRunner implements Runner {
   private readonly networks = new Map<string, Promise<string>>();
   private readonly imageIds = new Map<string, Promise<string>>();
   readonly pool: WarmPool;
+  /** Aborted by close(): removals stop waiting for containers to exit by themselves. */
+  private readonly closing = new AbortController();
   private poolTemplates: PoolTemplate[] = [];
   private readonly poolSpecs = new Map<string, { template: PoolTemplate; network: string; imageId: string }>();
 
@@ -415,9 +417,10 @@ export class DockerRunner implements Runner {
       return { ...finish(), error };
     } finally {
       clearTimeout(timer);
-      watch?.stop();
+      // Kept running through the exit grace when there is one (removeInBackground stops it).
+      if (!exiting || !container) watch?.stop();
       signal.removeEventListener('abort', onAbort);
-      if (container) this.removeInBackground(container, spec.execId, killing, poolLabel, paused, exiting);
+      if (container) this.removeInBackground(container, spec.execId, killing, poolLabel, paused, exiting && { exited: exiting, watch });
       else this.activeExecs.delete(spec.execId);
     }
   }
@@ -489,12 +492,22 @@ export class DockerRunner implements Runner {
   }
 
   /** Removal never delays the answer, but is always done: close() waits for it and the reaper backs it up. */
-  private removeInBackground(container: Docker.Container, execId: string, killing: Promise<void> | undefined, poolLabel?: string, paused = false, exiting?: Promise<unknown>): void {
+  private removeInBackground(container: Docker.Container, execId: string, killing: Promise<void> | undefined, poolLabel?: string, paused = false, exiting?: { exited: Promise<unknown>; watch?: WriteWatch | undefined }): void {
     const p = (async () => {
-      // A container about to exit by itself is let exit first (for at most EXIT_GRACE_MS): removing a running
-      // one makes the engine kill it, one more runtime call (`runc kill`) per container, which under load is
-      // about a tenth of the engine's work per command.
-      if (exiting) await Promise.race([exiting, new Promise((r) => setTimeout(r, EXIT_GRACE_MS).unref())]);
+      // A container about to exit by itself is let exit first (for at most EXIT_GRACE_MS, none once close() has
+      // begun): removing a running one makes the engine kill it, one more runtime call (`runc kill`) per
+      // container. Its write-quota watchdog runs until then: a breach still kills it (the run's kill()), which
+      // ends the wait.
+      if (exiting) {
+        let timer: NodeJS.Timeout | undefined;
+        const killed = new Promise<void>((resolve) => {
+          timer = setTimeout(resolve, EXIT_GRACE_MS);
+          this.closing.signal.addEventListener('abort', () => resolve(), { once: true });
+        });
+        await Promise.race([exiting.exited, killed]);
+        clearTimeout(timer);
+        exiting.watch?.stop();
+      }
       // A paused container is thawed first: under gVisor (runsc) a forced removal of a paused container waits
       // Docker's 10 s kill time-out, since the SIGKILL sent to the frozen sandbox is lost. Its processes run
       // only until the removal right below kills them, as a one-shot container's background ones do.
@@ -715,6 +728,7 @@ export class DockerRunner implements Runner {
 
   /** Removes the warm pool and waits for every background removal. */
   async close(): Promise<void> {
+    this.closing.abort();
     await this.pool.close();
     while (this.removals.size > 0) await Promise.allSettled([...this.removals]);
   }
