@@ -13,7 +13,7 @@ import { chownSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { MULTIPLEXED_TYPE as MULTIPLEXED } from '../src/http/streaming.js';
+import { FRAME_EVENT, MULTIPLEXED_TYPE as MULTIPLEXED } from '../src/http/streaming.js';
 import { NODE_FLAGS } from '../src/node-flags.js';
 import { benchPolicy } from './policy-bench.js';
 
@@ -187,20 +187,27 @@ async function main(): Promise<void> {
       const tail = readFileSync(join(tmp, 'tail'));
       // NDJSON: the last line. Multiplexed: the last frame, an event (kind 3) whose JSON runs to the end.
       const at = tail.lastIndexOf('{"type":"exit"');
-      if (accept === MULTIPLEXED && (at < 8 || tail[at - 8] !== 3 || tail.readUInt32BE(at - 4) !== tail.length - at)) throw new Error('the multiplexed stream did not end with an exit frame');
+      if (at < 0) throw new Error(`the ${accept} stream did not end with an exit event: ${JSON.stringify(tail.subarray(-200).toString('latin1'))}`);
+      if (accept === MULTIPLEXED && (at < 8 || tail[at - 8] !== FRAME_EVENT || tail.readUInt32BE(at - 4) !== tail.length - at)) throw new Error('the multiplexed stream did not end with an exit frame');
       const last = JSON.parse(tail.subarray(at).toString().trimEnd()) as { type: string; exitCode: number; truncated: boolean };
       const rec = (await (await fetch(`${url}/v1/executions/${execId}`, { headers: { authorization: `Bearer ${TOKEN}` } })).json()) as { bytesOut: number };
       if (last.type !== 'exit' || last.exitCode !== 0 || last.truncated || rec.bytesOut !== bytes) throw new Error(`stream check failed: ${JSON.stringify({ accept, last, bytesOut: rec.bytesOut })}`);
       if (accept === NDJSON) ndjsonBytes = size;
       return mbs;
     };
-    for (let round = 0; round < ROUNDS; round++) {
+    const viaDocker = async (): Promise<void> => {
       const t0 = process.hrtime.bigint();
       const { stdout: wc } = await run('bash', ['-c', `docker run --rm --network none --log-driver none ${IMAGE} sh -c '${gen}' | wc -c`], { maxBuffer: 1 << 20 });
       if (Number(wc.trim()) !== bytes) throw new Error(`docker run streamed ${wc.trim()} bytes`);
       dockerSamples.push(bytes / 1e6 / (sinceMs(t0) / 1000));
-      httpSamples.push(await overHttp(NDJSON));
-      muxSamples.push(await overHttp(MULTIPLEXED));
+    };
+    const sides = [viaDocker, async () => void httpSamples.push(await overHttp(NDJSON)), async () => void muxSamples.push(await overHttp(MULTIPLEXED))];
+    for (let round = 0; round < ROUNDS; round++) {
+      // Each round starts with another side, so none always follows the previous run's background removal.
+      for (let i = 0; i < sides.length; i++) {
+        await sides[(round + i) % sides.length]!();
+        await sleep(500);
+      }
     }
     rmSync(tmp, { recursive: true, force: true });
     clearInterval(sampler);
