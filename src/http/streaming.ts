@@ -5,10 +5,11 @@ import { jsonDataLatin1, OutputEncoder, type EncodedPart } from '../service/outp
 export type StreamFormat = 'ndjson' | 'sse' | 'json' | 'multiplexed';
 
 /**
- * The binary stream: the same events as NDJSON, each in a frame with an 8-byte header (as Docker's attach
- * stream, `application/vnd.docker.multiplexed-stream`): byte 0 the kind, bytes 1–3 zero, bytes 4–7 the
- * payload's length (unsigned, big-endian). Kind 1 is stdout and 2 stderr, the payload the output's bytes as
- * they came, never escaped or re-encoded; kind 3 is any other event as UTF-8 JSON (decision, started, exit...).
+ * The binary stream: the same events as NDJSON, each in a frame with an 8-byte header laid out as in Docker's
+ * attach stream: byte 0 the kind, bytes 1–3 zero, bytes 4–7 the payload's length (unsigned, big-endian). Kind 1
+ * is stdout and 2 stderr, the payload the output's bytes as they came, never escaped or re-encoded; kind 3 is
+ * any other event as UTF-8 JSON (decision, started, exit...). Docker uses kind 3 for its own errors, so a
+ * Docker demultiplexer cannot read this stream as it is.
  */
 export const MULTIPLEXED_TYPE = 'application/vnd.execgate.multiplexed-stream';
 export const FRAME_STDOUT = 1;
@@ -99,8 +100,8 @@ export function frameHeader(kind: number, length: number): Buffer {
 
 /**
  * An execution's events as the multiplexed stream (MULTIPLEXED_TYPE). Output passes through as the runner
- * read it from Docker: header and bytes go out together in one writev, without a copy or an escape, so the
- * service's CPU per streamed byte is about that of the `docker` client's.
+ * read it from Docker, without a copy or an escape: header and bytes are written corked, so Node can send them
+ * together (one writev on Node 20).
  */
 export class MultiplexedStream {
   constructor(private readonly res: ServerResponse) {}

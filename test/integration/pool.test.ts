@@ -145,7 +145,8 @@ describe('warm pool on a real engine', () => {
       for (const r of runs) {
         const seen = await events.actions(r.containerId);
         const actions = seen.map((e) => e.Action);
-        // die with the command's own status (docker-init ends when the shell does), then destroy; never a kill.
+        // die with exit 0 (the bootstrap's last printf; docker-init ends when that shell does), then destroy;
+        // never a kill.
         expect(actions).not.toContain('kill');
         expect(seen.find((e) => e.Action === 'die')?.exitCode).toBe('0');
         expect(actions.indexOf('die')).toBeGreaterThanOrEqual(0);

@@ -62,12 +62,12 @@ export async function waitForLog(s: ServiceProcess, pattern: RegExp | string, ms
   throw new Error(`the service did not log ${String(pattern)}:\n${s.logs.join('').slice(-4000)}`);
 }
 
-/** Resident and peak resident memory of a process, in bytes (Linux /proc). */
 /** Starts VmHWM (the peak memoryOf reports) again from the current RSS, so a test sees its own peak. */
 export function resetPeak(pid: number): void {
   writeFileSync(`/proc/${pid}/clear_refs`, '5');
 }
 
+/** Resident and peak resident memory of a process, in bytes (Linux /proc). */
 export function memoryOf(pid: number): { rss: number; peak: number } {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
   const kb = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN) * 1024;
