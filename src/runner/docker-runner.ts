@@ -165,8 +165,9 @@ export class DockerRunner implements Runner {
   private readonly networks = new Map<string, Promise<string>>();
   private readonly imageIds = new Map<string, Promise<string>>();
   readonly pool: WarmPool;
-  /** Aborted by close(): removals stop waiting for containers to exit by themselves. */
-  private readonly closing = new AbortController();
+  /** Set by close(): removals stop waiting for containers to exit by themselves (graceWaiters wakes them). */
+  private closing = false;
+  private readonly graceWaiters = new Set<() => void>();
   private poolTemplates: PoolTemplate[] = [];
   private readonly poolSpecs = new Map<string, { template: PoolTemplate; network: string; imageId: string }>();
 
@@ -500,12 +501,16 @@ export class DockerRunner implements Runner {
       // ends the wait.
       if (exiting) {
         let timer: NodeJS.Timeout | undefined;
-        const killed = new Promise<void>((resolve) => {
+        let wake: (() => void) | undefined;
+        const givenUp = new Promise<void>((resolve) => {
+          wake = resolve;
           timer = setTimeout(resolve, EXIT_GRACE_MS);
-          this.closing.signal.addEventListener('abort', () => resolve(), { once: true });
+          if (this.closing) resolve();
+          else this.graceWaiters.add(resolve);
         });
-        await Promise.race([exiting.exited, killed]);
+        await Promise.race([exiting.exited, givenUp]);
         clearTimeout(timer);
+        this.graceWaiters.delete(wake!);
         exiting.watch?.stop();
       }
       // A paused container is thawed first: under gVisor (runsc) a forced removal of a paused container waits
@@ -728,7 +733,8 @@ export class DockerRunner implements Runner {
 
   /** Removes the warm pool and waits for every background removal. */
   async close(): Promise<void> {
-    this.closing.abort();
+    this.closing = true;
+    for (const wake of this.graceWaiters) wake();
     await this.pool.close();
     while (this.removals.size > 0) await Promise.allSettled([...this.removals]);
   }
