@@ -419,7 +419,7 @@ export class DockerRunner implements Runner {
     } finally {
       clearTimeout(timer);
       // Kept running through the exit grace when there is one (removeInBackground stops it).
-      if (!exiting || !container) watch?.stop();
+      if (!exiting) watch?.stop();
       signal.removeEventListener('abort', onAbort);
       if (container) this.removeInBackground(container, spec.execId, killing, poolLabel, paused, exiting && { exited: exiting, watch });
       else this.activeExecs.delete(spec.execId);
@@ -500,17 +500,14 @@ export class DockerRunner implements Runner {
       // container. Its write-quota watchdog runs until then: a breach still kills it (the run's kill()), which
       // ends the wait.
       if (exiting) {
-        let timer: NodeJS.Timeout | undefined;
-        let wake: (() => void) | undefined;
-        const givenUp = new Promise<void>((resolve) => {
-          wake = resolve;
-          timer = setTimeout(resolve, EXIT_GRACE_MS);
-          if (this.closing) resolve();
-          else this.graceWaiters.add(resolve);
-        });
+        let wake = (): void => undefined;
+        const givenUp = new Promise<void>((resolve) => (wake = resolve));
+        const timer = setTimeout(wake, EXIT_GRACE_MS);
+        if (this.closing) wake();
+        else this.graceWaiters.add(wake);
         await Promise.race([exiting.exited, givenUp]);
         clearTimeout(timer);
-        this.graceWaiters.delete(wake!);
+        this.graceWaiters.delete(wake);
         exiting.watch?.stop();
       }
       // A paused container is thawed first: under gVisor (runsc) a forced removal of a paused container waits
