@@ -9,8 +9,8 @@ import type { RunSpec } from './types.js';
  * then closes stdin.
  *
  * The script runs the command in a subshell with the cwd and env of the request, then prints
- * `<nonce>:<exit code>` on stdout and on stderr. Each is a FIFO pipe, so once the marker has arrived on both,
- * all of the command's output has too, and the exit code is known milliseconds before Docker notices the
+ * `\x01<nonce>:<exit code>` (`markerOf`) on stdout and on stderr. Each is a FIFO pipe, so once the marker has
+ * arrived on both, all of the command's output has too, and the exit code is known milliseconds before Docker notices the
  * exit. The nonce is random per run and never exported, so the command cannot easily print a fake marker;
  * if it did, it would only lie about its own exit, and the container is removed either way.
  */
@@ -33,7 +33,7 @@ export function commandScript(spec: Pick<RunSpec, 'env' | 'cwd' | 'command'>): s
 export function warmScript(spec: Pick<RunSpec, 'env' | 'cwd' | 'command'> & Partial<RunSpec>, nonce: string, hold = false): string {
   const inner = commandScript(spec);
   const after = hold ? '; kill -STOP $$' : '';
-  return `(${inner}); __rc=$?; printf '%s:%d\\n' ${nonce} "$__rc"; printf '%s:%d\\n' ${nonce} "$__rc" >&2${after}`;
+  return `(${inner}); __rc=$?; printf '\\001%s:%d\\n' ${nonce} "$__rc"; printf '\\001%s:%d\\n' ${nonce} "$__rc" >&2${after}`;
 }
 
 /** The single line the bootstrap reads: every byte as `\\0NNN`, understood by printf %b in dash, bash and busybox. */
@@ -42,6 +42,14 @@ export function encodeLine(script: string): string {
   for (const b of Buffer.from(script, 'utf8')) out += `\\0${b.toString(8).padStart(3, '0')}`;
   return `${out}\n`;
 }
+
+/**
+ * The marker before the exit code: a control byte, then the nonce. Every byte of a run's output is searched
+ * for it, and the search skips ahead with memchr to each occurrence of the first byte: SOH (0x01) is all but
+ * absent from text, where a hex digit would be everywhere (a 200 MB stream spent 65 ms of the service's CPU
+ * in the search when the marker began with the nonce, and 40 ms more testing each chunk's tail for a prefix).
+ */
+export const markerOf = (nonce: string): Buffer => Buffer.from(`\x01${nonce}:`, 'latin1');
 
 /**
  * Finds the marker in one output stream and strips it. Bytes that could be the start of a marker split across
@@ -54,7 +62,7 @@ export class MarkerScanner {
   exitCode: number | undefined;
 
   constructor(nonce: string) {
-    this.marker = Buffer.from(`${nonce}:`);
+    this.marker = markerOf(nonce);
   }
 
   /** Returns the output to pass on. After the marker (`done`), nothing more is passed on. */
@@ -74,11 +82,13 @@ export class MarkerScanner {
       this.done = true;
       return buf.subarray(0, at);
     }
-    // Hold back a tail that is a prefix of the marker.
-    for (let k = Math.min(this.marker.length - 1, buf.length); k > 0; k--) {
-      if (buf.subarray(buf.length - k).equals(this.marker.subarray(0, k))) {
-        this.carry = Buffer.from(buf.subarray(buf.length - k));
-        return buf.subarray(0, buf.length - k);
+    // Hold back a tail that is a prefix of the marker: it starts at one of the few marker-first bytes in the
+    // last marker.length - 1 bytes.
+    const first = this.marker[0]!;
+    for (let k = buf.indexOf(first, Math.max(0, buf.length - this.marker.length + 1)); k >= 0; k = buf.indexOf(first, k + 1)) {
+      if (buf.subarray(k).equals(this.marker.subarray(0, buf.length - k))) {
+        this.carry = Buffer.from(buf.subarray(k));
+        return buf.subarray(0, k);
       }
     }
     return buf;
