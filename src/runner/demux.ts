@@ -15,6 +15,8 @@ export interface Frame {
 }
 
 const HEADER = 8;
+/** Payloads smaller than this are joined with their same-stream neighbours. */
+export const JOIN_BELOW = 8 * 1024;
 
 export class DockerDemuxer {
   private readonly header = Buffer.alloc(HEADER);
@@ -25,7 +27,7 @@ export class DockerDemuxer {
 
   /** The frames completed or continued by this chunk, same-stream neighbours joined. */
   push(chunk: Buffer): Frame[] {
-    const out: { stream: Frame['stream']; parts: Buffer[] }[] = [];
+    const out: { stream: Frame['stream']; parts: Buffer[]; small: boolean }[] = [];
     let offset = 0;
     while (offset < chunk.length) {
       if (this.remaining === 0) {
@@ -46,9 +48,10 @@ export class DockerDemuxer {
       offset += take;
       this.remaining -= take;
       if (this.current === null) continue;
+      const small = data.length < JOIN_BELOW;
       const last = out[out.length - 1];
-      if (last && last.stream === this.current) last.parts.push(data);
-      else out.push({ stream: this.current, parts: [data] });
+      if (small && last?.small && last.stream === this.current) last.parts.push(data);
+      else out.push({ stream: this.current, parts: [data], small });
     }
     return out.map(({ stream, parts }) => ({ stream, data: parts.length === 1 ? parts[0]! : Buffer.concat(parts) }));
   }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { DockerDemuxer, demuxDockerStream, type Frame } from '../../src/runner/demux.js';
+import { DockerDemuxer, JOIN_BELOW, demuxDockerStream, type Frame } from '../../src/runner/demux.js';
 
 const frame = (type: number, payload: string | Buffer): Buffer => {
   const data = typeof payload === 'string' ? Buffer.from(payload) : payload;
@@ -72,6 +72,14 @@ describe('DockerDemuxer', () => {
     const d = new DockerDemuxer();
     const frames = d.push(Buffer.concat([frame(1, 'a'), frame(1, 'b'), frame(1, 'c'), frame(2, 'e'), frame(1, 'd')]));
     expect(frames.map((f) => [f.stream, f.data.toString()])).toEqual([['stdout', 'abc'], ['stderr', 'e'], ['stdout', 'd']]);
+  });
+
+  it('passes a large payload on as a view into the chunk, never joined with its neighbours', () => {
+    const big = 'x'.repeat(JOIN_BELOW);
+    const chunk = Buffer.concat([frame(1, 'a'), frame(1, big), frame(1, 'b'), frame(1, 'c'), frame(1, big), frame(1, big)]);
+    const frames = new DockerDemuxer().push(chunk);
+    expect(frames.map((f) => f.data.toString())).toEqual(['a', big, 'bc', big, big]);
+    for (const f of frames.filter((f) => f.data.length === JOIN_BELOW)) expect(f.data.buffer).toBe(chunk.buffer);
   });
 
   it('a lone frame is a view into the chunk, not a copy', () => {
