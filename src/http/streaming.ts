@@ -51,6 +51,28 @@ function drained(res: ServerResponse): Promise<void> | undefined {
 }
 
 /**
+ * Holds a response's writes until the event loop's next turn, then sends them at once. Output comes in Docker
+ * frames of 4–32 KiB, one socket read each when the service keeps up; written one by one, each would be a
+ * writev of its own. Corked until setImmediate, every event of one turn of the loop goes out in one writev.
+ * Latency: one turn. `end()` uncorks whatever is left.
+ */
+class TurnBatcher {
+  private pending = false;
+
+  constructor(private readonly res: ServerResponse) {}
+
+  hold(): void {
+    if (this.pending) return;
+    this.pending = true;
+    this.res.cork();
+    setImmediate(() => {
+      this.pending = false;
+      this.res.uncork();
+    });
+  }
+}
+
+/**
  * An execution's events as NDJSON or SSE. Output events carry bytes (ExecEvent): each stream keeps its own
  * OutputEncoder, so a character split across chunks is whole in one line, and its rest goes out before any
  * other event. A text line is written as one latin1 string (jsonDataLatin1): no UTF-8 decoding, no re-encoding,
@@ -59,6 +81,7 @@ function drained(res: ServerResponse): Promise<void> | undefined {
  */
 export class EventStream {
   private readonly enc = { stdout: new OutputEncoder(), stderr: new OutputEncoder() };
+  private readonly batch: TurnBatcher;
   private readonly pre: string;
   private readonly post: string;
 
@@ -66,12 +89,14 @@ export class EventStream {
     private readonly res: ServerResponse,
     format: 'ndjson' | 'sse',
   ) {
+    this.batch = new TurnBatcher(res);
     this.pre = format === 'sse' ? 'data: ' : '';
     this.post = format === 'sse' ? '\n\n' : '\n';
   }
 
   /** Writes one event; resolves when the client can take more (backpressure) or is gone. */
   write(event: ExecEvent): Promise<void> | undefined {
+    this.batch.hold();
     if (event.type === 'stdout' || event.type === 'stderr') this.output(event.type, this.enc[event.type].push(event.bytes));
     else {
       for (const s of ['stdout', 'stderr'] as const) this.output(s, this.enc[s].flush());
@@ -100,20 +125,23 @@ export function frameHeader(kind: number, length: number): Buffer {
 
 /**
  * An execution's events as the multiplexed stream (MULTIPLEXED_TYPE). Output passes through as the runner
- * read it from Docker, without a copy or an escape: header and bytes are written corked, so Node can send them
- * together (one writev on Node 20).
+ * read it from Docker, without a copy or an escape: headers and bytes are written corked (TurnBatcher), so
+ * Node sends them together.
  */
 export class MultiplexedStream {
-  constructor(private readonly res: ServerResponse) {}
+  private readonly batch: TurnBatcher;
+
+  constructor(private readonly res: ServerResponse) {
+    this.batch = new TurnBatcher(res);
+  }
 
   write(event: ExecEvent): Promise<void> | undefined {
     const output = event.type === 'stdout' || event.type === 'stderr';
     const payload = output ? event.bytes : Buffer.from(JSON.stringify(event), 'utf8');
     if (payload.length > 0 || !output) {
-      this.res.cork();
+      this.batch.hold();
       this.res.write(frameHeader(event.type === 'stdout' ? FRAME_STDOUT : event.type === 'stderr' ? FRAME_STDERR : FRAME_EVENT, payload.length));
       this.res.write(payload);
-      this.res.uncork();
     }
     return drained(this.res);
   }

@@ -13,7 +13,11 @@ import type { ExecEvent } from '../../src/service/exec-service.js';
  * the event — byte for byte, and against the bytes the command wrote.
  */
 
-/** A ServerResponse stand-in that keeps what is written (EventStream uses write, writableLength, destroyed). */
+/**
+ * A ServerResponse stand-in that keeps what is written (the writers use write, cork, uncork, writableLength,
+ * destroyed). `bytes()` ends it first, as the handler ends the response: the writers hold their writes corked
+ * until the event loop's next turn, and end() sends them.
+ */
 function sink(): { res: ServerResponse; bytes: () => Buffer } {
   const chunks: Buffer[] = [];
   const w = new Writable({
@@ -22,7 +26,13 @@ function sink(): { res: ServerResponse; bytes: () => Buffer } {
       cb();
     },
   });
-  return { res: w as unknown as ServerResponse, bytes: () => Buffer.concat(chunks) };
+  return {
+    res: w as unknown as ServerResponse,
+    bytes: () => {
+      if (!w.writableEnded) w.end();
+      return Buffer.concat(chunks);
+    },
+  };
 }
 
 function ndjson(events: ExecEvent[], format: 'ndjson' | 'sse' = 'ndjson'): string {
@@ -147,5 +157,31 @@ describe('the multiplexed stream (MultiplexedStream)', () => {
       }),
       { numRuns: 500 },
     );
+  });
+});
+
+describe('writes of one turn of the event loop go out together', () => {
+  it.each<[string, (res: ServerResponse) => { write: (e: ExecEvent) => unknown }]>([
+    ['NDJSON', (res) => new EventStream(res, 'ndjson')],
+    ['multiplexed', (res) => new MultiplexedStream(res)],
+  ])('%s: five events in one turn are one writev, sent on the next turn without end()', async (_name, make) => {
+    const calls: number[] = [];
+    const w = new Writable({
+      write(_chunk, _enc, cb) {
+        calls.push(1);
+        cb();
+      },
+      writev(chunks, cb) {
+        calls.push(chunks.length);
+        cb();
+      },
+    });
+    const stream = make(w as unknown as ServerResponse);
+    for (let i = 0; i < 4; i++) stream.write(out(`chunk ${i}\n`));
+    stream.write(exit);
+    expect(calls).toEqual([]);
+    await new Promise((r) => setImmediate(r));
+    expect(calls.length).toBe(1);
+    expect(calls[0]).toBeGreaterThanOrEqual(5);
   });
 });
