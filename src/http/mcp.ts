@@ -1,8 +1,7 @@
 import { isUtf8 } from 'node:buffer';
 import { StringDecoder } from 'node:string_decoder';
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
-import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
-import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
+import type { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import type { RequestHandlerExtra } from '@modelcontextprotocol/sdk/shared/protocol.js';
 import type { CallToolResult, RequestId, ServerNotification, ServerRequest } from '@modelcontextprotocol/sdk/types.js';
 import { z } from 'zod';
@@ -403,8 +402,19 @@ function pathsTool(ctx: CallContext): CallToolResult {
 }
 
 /** One server per request (the SDK's stateless pattern), its tools bound to the request's caller. */
-function buildServer(ctx: CallContext): McpServer {
-  const server = new McpServer({ name: 'execgate', title: 'execgate', version: VERSION }, { instructions: INSTRUCTIONS });
+/**
+ * The MCP SDK, loaded on the first MCP request: a service that never serves MCP does not carry it (about 10 MiB
+ * of RSS and a slower start).
+ */
+let sdk: Promise<{ McpServer: typeof McpServer; StreamableHTTPServerTransport: typeof import('@modelcontextprotocol/sdk/server/streamableHttp.js').StreamableHTTPServerTransport }> | undefined;
+const loadSdk = () =>
+  (sdk ??= Promise.all([import('@modelcontextprotocol/sdk/server/mcp.js'), import('@modelcontextprotocol/sdk/server/streamableHttp.js')]).then(([m, t]) => ({
+    McpServer: m.McpServer,
+    StreamableHTTPServerTransport: t.StreamableHTTPServerTransport,
+  })));
+
+function buildServer(McpServerClass: typeof McpServer, ctx: CallContext): McpServer {
+  const server = new McpServerClass({ name: 'execgate', title: 'execgate', version: VERSION }, { instructions: INSTRUCTIONS });
   server.registerTool(
     'exec',
     {
@@ -457,7 +467,8 @@ export async function registerMcp(app: FastifyInstance, deps: AppDeps): Promise<
     // Without sessions a cancellation comes in a request of its own: it stops the caller's call it names.
     for (const c of cancelledIds(req.body)) running.cancel(req.caller, c.id, c.reason ?? 'cancelled by the client');
 
-    const server = buildServer({ deps, caller: req.caller, running, log: req.log, reqId: req.id });
+    const { McpServer: McpServerClass, StreamableHTTPServerTransport } = await loadSdk();
+    const server = buildServer(McpServerClass, { deps, caller: req.caller, running, log: req.log, reqId: req.id });
     const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined });
     transport.onerror = (err) => req.log.debug({ err }, 'mcp transport');
     reply.hijack();
