@@ -30,5 +30,5 @@ VOLUME /var/lib/execgate
 USER 10001:10001
 EXPOSE 8787
 HEALTHCHECK --interval=10s --timeout=3s CMD ["node", "-e", "fetch('http://127.0.0.1:8787/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
-ENTRYPOINT ["node", "--max-semi-space-size=2", "/app/dist/main.js"]
+ENTRYPOINT ["node", "--max-semi-space-size=2", "--expose-gc", "/app/dist/main.js"]
 CMD ["serve"]

@@ -1,4 +1,4 @@
-#!/usr/bin/env -S MALLOC_ARENA_MAX=1 MALLOC_MMAP_THRESHOLD_=65536 node --max-semi-space-size=2
+#!/usr/bin/env -S MALLOC_ARENA_MAX=1 MALLOC_MMAP_THRESHOLD_=65536 node --max-semi-space-size=2 --expose-gc
 import { createHash } from 'node:crypto';
 import { hostname } from 'node:os';
 import { parseArgs } from 'node:util';
@@ -15,6 +15,7 @@ import type { SessionHandle } from './runner/session.js';
 import type { ReadyState, RunEvent, RunResult, RunSpec, Runner, SessionSpec } from './runner/types.js';
 import { ServiceError } from './service/errors.js';
 import { ExecService } from './service/exec-service.js';
+import { startGcPacer } from './gc-pacer.js';
 import { SqliteStateStore } from './store/sqlite-store.js';
 
 const USAGE = `execgate — a sandboxed exec gateway
@@ -184,6 +185,7 @@ async function serve(argv: string[]): Promise<void> {
   }, config.reaper.intervalMs);
   reaper.unref();
 
+  const gcPacer = startGcPacer();
   const address = await app.listen({ host: config.gateway.host, port: config.gateway.port });
   const url = address.replace('[::1]', 'localhost');
   logger.info({ address: url, config: config.source, instance, teams: Object.keys(config.teams) }, 'execgate listening');
@@ -217,6 +219,7 @@ async function serve(argv: string[]): Promise<void> {
     const drainMs = config.gateway.drainTimeoutMs;
     logger.info({ signal, running: inflight, drainTimeoutMs: drainMs }, 'shutting down: draining');
     clearInterval(reaper);
+    gcPacer.stop();
     watch.stop();
     // Nobody will approve now: waiting clients get error shutting_down (retry elsewhere).
     service.approvals.expireAll('shutting_down');
