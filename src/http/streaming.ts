@@ -52,9 +52,11 @@ function drained(res: ServerResponse): Promise<void> | undefined {
 
 /**
  * Holds a response's writes until the event loop's next turn, then sends them at once. Output comes in Docker
- * frames of 4–32 KiB, one socket read each when the service keeps up; written one by one, each would be a
- * writev of its own. Corked until setImmediate, every event of one turn of the loop goes out in one writev.
- * Latency: one turn. `end()` uncorks whatever is left.
+ * frames of 4–32 KiB, one socket read each when the service keeps up; each written on its own would be a
+ * syscall of its own. It corks the socket, not the response: a corked chunked response (Node 21 and later)
+ * buffers in itself and answers write() by its own fill, not the socket's, so backpressure (drained()) would
+ * never see a slow client. `end()` sends whatever is left; a later uncork of an ended or destroyed socket is
+ * skipped.
  */
 class TurnBatcher {
   private pending = false;
@@ -63,11 +65,12 @@ class TurnBatcher {
 
   hold(): void {
     if (this.pending) return;
+    const target: { cork(): void; uncork(): void; destroyed: boolean; writableEnded: boolean } = this.res.socket ?? this.res;
     this.pending = true;
-    this.res.cork();
+    target.cork();
     setImmediate(() => {
       this.pending = false;
-      this.res.uncork();
+      if (!target.destroyed && !target.writableEnded) target.uncork();
     });
   }
 }

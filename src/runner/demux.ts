@@ -25,7 +25,7 @@ export class DockerDemuxer {
   private remaining = 0;
   private current: Frame['stream'] | null = null;
 
-  /** The frames completed or continued by this chunk, same-stream neighbours joined. */
+  /** The frames completed or continued by this chunk, small same-stream neighbours joined. */
   push(chunk: Buffer): Frame[] {
     const out: { stream: Frame['stream']; parts: Buffer[]; small: boolean }[] = [];
     let offset = 0;
