@@ -117,6 +117,7 @@ async function main(): Promise<void> {
       if (m && Number(m[1]) >= POOL) return;
       await sleep(10);
     }
+    throw new Error(`the pool did not refill to ${POOL} in 4 s: a "pooled" sample would be a cold run`);
   };
 
   try {

@@ -219,7 +219,6 @@ async function serve(argv: string[]): Promise<void> {
     const drainMs = config.gateway.drainTimeoutMs;
     logger.info({ signal, running: inflight, drainTimeoutMs: drainMs }, 'shutting down: draining');
     clearInterval(reaper);
-    gcPacer.stop();
     watch.stop();
     // Nobody will approve now: waiting clients get error shutting_down (retry elsewhere).
     service.approvals.expireAll('shutting_down');
@@ -233,6 +232,8 @@ async function serve(argv: string[]): Promise<void> {
     const closing = app.close();
     app.server.closeAllConnections();
     await closing;
+    // After the drain: streams still running while it lasts keep their buffers paced.
+    gcPacer.stop();
     await service.sessions.closeAll('shutdown');
     await runner.close();
     await service.notifier.idle();

@@ -17,7 +17,7 @@ export const NODE_FLAGS = ['--max-semi-space-size=2', '--expose-gc'] as const;
  * GC later; in glibc's heaps that leaves holes that later reads do not fit, and the process keeps them. From
  * 64 KiB on, buffers are their own mappings and go back to the system when freed; one arena keeps the rest
  * in one heap instead of one per thread that allocates. Measured on 2 cores, 200 MB to a slow reader (the
- * integration test): peak RSS 92 → 160 MiB without, 87 → 143 MiB with; a pooled binary stream: peak 151 vs
+ * integration test): peak RSS 92 → 160 MiB without, 84–88 → 135–143 MiB with; a pooled binary stream: peak 151 vs
  * 136–141 MiB; service CPU per stream the same within the noise (±20%). Other allocators ignore them.
  */
 export const SERVICE_ENV = { MALLOC_ARENA_MAX: '1', MALLOC_MMAP_THRESHOLD_: '65536' } as const;

@@ -403,7 +403,7 @@ function pathsTool(ctx: CallContext): CallToolResult {
 
 /**
  * The MCP SDK, loaded on the first MCP request: a service that never serves MCP does not carry it (about 5 MB
- * of RSS at idle, 95 against 100 MB measured). A failed load is not kept: the next request tries again.
+ * of RSS at idle, 95 against 100 MB measured). Only a broken install fails to load it; then MCP requests answer 500.
  */
 type Sdk = {
   McpServer: typeof McpServer;

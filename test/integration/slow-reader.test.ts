@@ -63,7 +63,7 @@ describe('backpressure', () => {
     expect(bytes).toBe(TOTAL);
     expect(exit).toMatchObject({ exitCode: 0, truncated: false });
     // Without backpressure the 200 MB (and its JSON) would pile up in the service. What growth there is, is
-    // V8's heap headroom and what the allocator keeps: 84 → 136 MiB here with SERVICE_ENV (src/node-flags.ts).
+    // V8's heap headroom and what the allocator keeps: 84–88 → 135–143 MiB here with SERVICE_ENV (src/node-flags.ts).
     expect(peak - baseline).toBeLessThan(120 * 1024 * 1024);
   }, 120_000);
 

@@ -27,8 +27,10 @@ describe('GcPacer', () => {
     ['under the threshold: nothing', [[0, 1 * MiB], [50, 15 * MiB], [100, 16 * MiB]], [false, false, false]],
     ['over it: one request', [[0, 17 * MiB]], [true]],
     ['still over within the cooldown: no second request', [[0, 40 * MiB], [50, 40 * MiB], [200, 60 * MiB]], [true, false, false]],
-    ['over again after the cooldown: another', [[0, 40 * MiB], [250, 30 * MiB], [300, 30 * MiB], [500, 30 * MiB]], [true, true, false, true]],
-    ['back under after a request: nothing more', [[0, 20 * MiB], [300, 2 * MiB], [600, 3 * MiB]], [true, false, false]],
+    // After a request, the first look past the cooldown only reads what stayed live: the new base.
+    ['what stays live after a GC is the new base: no request while it merely stays', [[0, 40 * MiB], [250, 30 * MiB], [300, 30 * MiB], [500, 45 * MiB]], [true, false, false, false]],
+    ['growth of the threshold over the new base: another request', [[0, 40 * MiB], [250, 30 * MiB], [300, 47 * MiB]], [true, false, true]],
+    ['back under after a request: nothing more', [[0, 20 * MiB], [300, 2 * MiB], [600, 3 * MiB], [900, 17 * MiB], [950, 19 * MiB]], [true, false, false, false, true]],
   ])('%s', (_name, readings, expected) => {
     const { fired, calls, pacer } = scripted(readings);
     expect(fired).toEqual(expected);
@@ -52,7 +54,8 @@ describe('GcPacer', () => {
 
   it('started, it asks on its own timer when live ArrayBuffers are over the threshold', async () => {
     let requests = 0;
-    const { stop } = startGcPacer({ intervalMs: 5, cooldownMs: 0, thresholdBytes: 1, arrayBuffers: () => 2, gc: () => requests++ });
+    let live = 0;
+    const { stop } = startGcPacer({ intervalMs: 5, cooldownMs: 0, thresholdBytes: 1, arrayBuffers: () => (live += 2), gc: () => requests++ });
     await new Promise((r) => setTimeout(r, 60));
     stop();
     const after = requests;
