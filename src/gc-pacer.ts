@@ -28,7 +28,7 @@ export interface GcPacerOptions {
   now?: () => number;
 }
 
-export const GC_PACER_DEFAULTS = { thresholdBytes: 16 * 1024 * 1024, intervalMs: 50, cooldownMs: 250 } as const;
+const GC_PACER_DEFAULTS = { thresholdBytes: 16 * 1024 * 1024, intervalMs: 50, cooldownMs: 250 } as const;
 
 export class GcPacer {
   private readonly threshold: number;

@@ -21,6 +21,3 @@ export const NODE_FLAGS = ['--max-semi-space-size=2', '--expose-gc'] as const;
  * 136–141 MiB; service CPU per stream the same within the noise (±20%). Other allocators ignore them.
  */
 export const SERVICE_ENV = { MALLOC_ARENA_MAX: '1', MALLOC_MMAP_THRESHOLD_: '65536' } as const;
-
-/** SERVICE_ENV as `NAME=value` words, for a shell or `env -S`. */
-export const SERVICE_ENV_WORDS = Object.entries(SERVICE_ENV).map(([k, v]) => `${k}=${v}`);

@@ -1,11 +1,11 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { NODE_FLAGS, SERVICE_ENV, SERVICE_ENV_WORDS } from '../../src/node-flags.js';
+import { NODE_FLAGS, SERVICE_ENV } from '../../src/node-flags.js';
 
 // Every way of starting the service runs it with the same V8 flags and malloc settings (src/node-flags.ts says why).
 describe('the service starts with NODE_FLAGS everywhere', () => {
   const flags = NODE_FLAGS.join(' ');
-  const env = SERVICE_ENV_WORDS.join(' ');
+  const env = Object.entries(SERVICE_ENV).map(([k, v]) => `${k}=${v}`).join(' ');
   it.each<[string, () => string]>([
     ['the bin shebang', () => readFileSync('src/main.ts', 'utf8').split('\n')[0]!.replace(/^#!\/usr\/bin\/env -S /, '')],
     ['npm start', () => (JSON.parse(readFileSync('package.json', 'utf8')) as { scripts: { start: string } }).scripts.start],
