@@ -339,7 +339,9 @@ export class DockerRunner implements Runner {
           container = await this.docker.createContainer(containerSpec(spec, this.instance, this.now(), network, imageId));
         }
         const withStdin = spec.stdin !== undefined;
-        stream = (await container.attach({ stream: true, stdout: true, stderr: true, stdin: withStdin, hijack: withStdin })) as NodeJS.ReadWriteStream;
+        // Hijacked even without stdin: the output then comes as the raw socket's reads. Read as an HTTP body it
+        // went through Node's HTTP parser, which copies every chunk (service CPU for a 200 MB stream: -15%).
+        stream = (await container.attach({ stream: true, stdout: true, stderr: true, stdin: withStdin, hijack: true })) as NodeJS.ReadWriteStream;
         await armWriteQuota();
         await container.start();
         waited = waitFor(container);
