@@ -18,7 +18,7 @@ FROM ${BASE}
 WORKDIR /app
 ENV NODE_ENV=production EXECGATE_CONFIG=/etc/execgate/config.yaml
 # src/node-flags.ts (SERVICE_ENV): glibc malloc settings that keep RSS down while output streams.
-ENV MALLOC_ARENA_MAX=1 MALLOC_MMAP_THRESHOLD_=65536
+ENV MALLOC_ARENA_MAX=1
 COPY --from=build /app/package.json /app/package-lock.json ./
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
@@ -30,5 +30,5 @@ VOLUME /var/lib/execgate
 USER 10001:10001
 EXPOSE 8787
 HEALTHCHECK --interval=10s --timeout=3s CMD ["node", "-e", "fetch('http://127.0.0.1:8787/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
-ENTRYPOINT ["node", "--max-semi-space-size=2", "--expose-gc", "/app/dist/main.js"]
+ENTRYPOINT ["node", "--max-semi-space-size=2", "--liftoff-only", "--expose-gc", "/app/dist/main.js"]
 CMD ["serve"]

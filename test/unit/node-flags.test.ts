@@ -16,6 +16,8 @@ describe('the service starts with NODE_FLAGS everywhere', () => {
   it('the Dockerfile sets SERVICE_ENV', () => {
     const set = [...readFileSync('Dockerfile', 'utf8').matchAll(/^ENV (.*)$/gm)].flatMap((m) => m[1]!.split(' '));
     for (const [k, v] of Object.entries(SERVICE_ENV)) expect(set).toContain(`${k}=${v}`);
+    // and no malloc setting SERVICE_ENV has dropped
+    expect(set.filter((w) => w.startsWith('MALLOC_')).sort()).toEqual(Object.entries(SERVICE_ENV).map(([k, v]) => `${k}=${v}`).sort());
   });
 
   it.each<[string, () => string, RegExp]>([
