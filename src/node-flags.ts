@@ -9,7 +9,7 @@
  * - `--liftoff-only`: the policy's bash parser is WebAssembly (tree-sitter). Once it is hot, V8 recompiles
  *   its big lexer and parser functions with TurboFan on background threads, and that compilation takes
  *   ~40 MiB of malloc'd memory at once, which glibc then keeps. It happened during the first command that
- *   streamed: 200 MB through a fresh service peaked at 137–150 MiB with it, 100–112 MiB without (2 cores,
+ *   streamed: 200 MB through a fresh service peaked at 137–150 MiB with it, 100–114 MiB without (2 cores,
  *   measured by the service's VmHWM). Liftoff, V8's baseline WebAssembly compiler, is fast enough here: policy
  *   decisions per second are the same within noise (29–31 thousand a second either way, `npm run bench`).
  * - `--expose-gc` gives the GC pacer (src/gc-pacer.ts) its collector.
