@@ -17,7 +17,7 @@ RUN if [ ! -f dist/main.js ]; then \
 FROM ${BASE}
 WORKDIR /app
 ENV NODE_ENV=production EXECGATE_CONFIG=/etc/execgate/config.yaml
-# src/node-flags.ts (SERVICE_ENV): glibc malloc settings that keep RSS down while output streams.
+# src/node-flags.ts (SERVICE_ENV): one glibc malloc arena for every thread, a smaller RSS.
 ENV MALLOC_ARENA_MAX=1
 COPY --from=build /app/package.json /app/package-lock.json ./
 COPY --from=build /app/node_modules ./node_modules

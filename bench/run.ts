@@ -13,6 +13,7 @@ import { execFile, spawn } from 'node:child_process';
 import { chownSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
+import { finished } from 'node:stream/promises';
 import { promisify } from 'node:util';
 import Docker from 'dockerode';
 import { loadConfigFile } from '../src/config/load.js';
@@ -74,9 +75,10 @@ function rssOf(pid: number): number {
 }
 
 /**
- * The engine's own rate for the service's sandboxes: the create body the runner sends for the cold team
- * (src/runner/container-spec.ts), driven straight over the Docker API from this process with the runner's
- * calls (create, attach, start, wait, remove in the background) and no gateway, policy or HTTP in between.
+ * The engine's own rate for the service's sandboxes: the create body the runner sends for the bench's cold team
+ * (src/runner/container-spec.ts; network "none" and no team env, as in the bench's config), driven straight over
+ * the Docker API from this process with the runner's calls (create, attach, start, wait, remove in the
+ * background) and no gateway, policy or HTTP in between.
  * What execgate adds at saturation is the gap between this and its cold and pooled figures.
  */
 async function dockerApiDirect(configPath: string, cwd: string): Promise<{ one: () => Promise<void>; settle: () => Promise<unknown> }> {
@@ -92,7 +94,7 @@ async function dockerApiDirect(configPath: string, cwd: string): Promise<{ one: 
       const stream = (await container.attach({ stream: true, stdout: true, stderr: true, hijack: true })) as NodeJS.ReadableStream;
       const chunks: Buffer[] = [];
       stream.on('data', (d: Buffer) => chunks.push(d));
-      const ended = new Promise((resolve) => stream.on('end', resolve));
+      const ended = finished(stream, { writable: false });
       await container.start();
       const [exit] = (await Promise.all([container.wait(), ended])) as [{ StatusCode: number }, unknown];
       // Docker's frame header (8 bytes), then the output.
@@ -193,7 +195,7 @@ async function main(): Promise<void> {
     for (const c of CONCURRENCY) {
       const sides: Record<string, () => Promise<void>> = { dockerRun, dockerApi: direct.one, cold: exec('cold'), pooled: exec('pooled') };
       const sum: Record<string, { done: number; ms: number }> = {};
-      // Rounds alternate the sides, so that the engine's drift over minutes (±15% here) falls on all of them.
+      // Rounds alternate the sides, so that the engine's drift over minutes (±7% here) falls on all of them.
       for (let r = 0; r < ROUNDS; r++) {
         for (const [side, fn] of Object.entries(sides)) {
           if (side === 'pooled') await pooledOne();

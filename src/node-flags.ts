@@ -11,7 +11,9 @@
  *   ~40 MiB of malloc'd memory at once, which glibc then keeps. It happened during the first command that
  *   streamed: 200 MB through a fresh service peaked at 137–150 MiB with it, 100–114 MiB without (2 cores,
  *   measured by the service's VmHWM). Liftoff, V8's baseline WebAssembly compiler, is fast enough here: policy
- *   decisions per second are the same within noise (29–31 thousand a second either way, `npm run bench`).
+ *   decisions per second are the same within noise with and without it (bench/policy-bench.ts in a process
+ *   started each way: 29–31 thousand a second; `POST /v1/policy/check` on the service: 3,000–3,300 a second).
+ *   `--no-wasm-tier-up` did not lower the peak (V8's dynamic tiering still recompiles).
  * - `--expose-gc` gives the GC pacer (src/gc-pacer.ts) its collector.
  */
 export const NODE_FLAGS = ['--max-semi-space-size=2', '--liftoff-only', '--expose-gc'] as const;

@@ -5,6 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import { createReadStream, realpathSync, statSync } from 'node:fs';
+import type { Duplex } from 'node:stream';
 import type { SandboxSettings } from '../config/load.js';
 import type { AllowedPath } from '../policy/types.js';
 import { DockerDemuxer, demuxDockerStream } from './demux.js';
@@ -277,6 +278,8 @@ export class DockerRunner implements Runner {
     };
     const onAbort = (): void => kill('client disconnected');
     let watch: WriteWatch | undefined;
+    /** The attach socket: destroyed when the run ends, whether or not its output was read to the end. */
+    let attached: NodeJS.ReadWriteStream | undefined;
     // Armed right before the command can first run, so that the baseline holds nothing it wrote.
     const armWriteQuota = async (): Promise<void> => {
       watch = await this.watchWrites(spec.mounts, spec.sandbox, spec.execId, () => {
@@ -304,7 +307,7 @@ export class DockerRunner implements Runner {
         // Warm path: the container is running and waiting for this one command.
         container = this.docker.getContainer(warm.id);
         poolLabel = warm.label;
-        stream = warm.stream;
+        attached = stream = warm.stream;
         waited = warm.waited;
         const nonce = randomBytes(16).toString('hex');
         scanners = { stdout: new MarkerScanner(nonce), stderr: new MarkerScanner(nonce) };
@@ -318,7 +321,7 @@ export class DockerRunner implements Runner {
         // WorkingDir /: the cwd (under /scratch) may only exist once the files are in; the script cds there.
         const bootSpec: RunSpec = { ...spec, command: BOOTSTRAP, shell: BOOTSTRAP_SHELL, cwd: '/', stdin: Buffer.alloc(0) };
         container = await this.docker.createContainer(containerSpec(bootSpec, this.instance, this.now(), network, imageId));
-        stream = (await container.attach({ stream: true, stdout: true, stderr: true, stdin: true, hijack: true })) as NodeJS.ReadWriteStream;
+        attached = stream = (await container.attach({ stream: true, stdout: true, stderr: true, stdin: true, hijack: true })) as NodeJS.ReadWriteStream;
         stream.on('error', (err) => this.log.debug({ err, execId: spec.execId }, 'sandbox stream error'));
         await container.start();
         waited = waitFor(container);
@@ -340,8 +343,10 @@ export class DockerRunner implements Runner {
         }
         const withStdin = spec.stdin !== undefined;
         // Hijacked even without stdin: the output then comes as the raw socket's reads. Read as an HTTP body it
-        // went through Node's HTTP parser, which copies every chunk (service CPU for a 200 MB stream: -15%).
-        stream = (await container.attach({ stream: true, stdout: true, stderr: true, stdin: withStdin, hijack: true })) as NodeJS.ReadWriteStream;
+        // went through Node's HTTP parser, which copies every chunk (service CPU for a 200 MB stream: -15%). An
+        // upgraded socket has no 'error' listener of Node's: until the read loop below, a reset is logged here.
+        attached = stream = (await container.attach({ stream: true, stdout: true, stderr: true, stdin: withStdin, hijack: true })) as NodeJS.ReadWriteStream;
+        stream.on('error', (err) => this.log.debug({ err, execId: spec.execId }, 'sandbox stream error'));
         await armWriteQuota();
         await container.start();
         waited = waitFor(container);
@@ -420,6 +425,9 @@ export class DockerRunner implements Runner {
       return { ...finish(), error };
     } finally {
       clearTimeout(timer);
+      // Ended already when the output was read to the end; when the run stopped before (a failed start, the
+      // client gone, the markers seen), closing it here does not wait for the container's removal to.
+      (attached as Duplex | undefined)?.destroy();
       // Kept running through the exit grace when there is one (removeInBackground stops it).
       if (!exiting) watch?.stop();
       signal.removeEventListener('abort', onAbort);
