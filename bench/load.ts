@@ -37,7 +37,7 @@ import { parseArgs } from 'node:util';
 import { Worker } from 'node:worker_threads';
 import Docker from 'dockerode';
 import { BUILTIN_AGENT_DEFAULTS, ConfigFileSchema } from '../src/config/schema.js';
-import { NODE_FLAGS, SERVICE_ENV } from '../src/node-flags.js';
+import { serviceLaunch } from '../src/node-flags.js';
 import { autogroupEnabled, niceOf } from '../src/priority.js';
 import type { ExecutionRecord } from '../src/service/state.js';
 import { SqliteStateStore } from '../src/store/sqlite-store.js';
@@ -481,8 +481,9 @@ async function startServiceProcess(configPath: string, logPath: string, instance
   const fd = openSync(logPath, 'a');
   // EXECGATE_LOAD_NODE_ARGS: extra node flags for the service, e.g. "--cpu-prof --cpu-prof-dir=/var/tmp/prof".
   const extra = (process.env.EXECGATE_LOAD_NODE_ARGS ?? '').split(' ').filter(Boolean);
-  const proc = spawn(process.execPath, [...NODE_FLAGS, ...extra, 'dist/main.js', 'serve', '--config', configPath], {
-    env: { ...process.env, ...SERVICE_ENV, EXECGATE_INSTANCE: instance, EXECGATE_LOG_LEVEL: process.env.EXECGATE_LOG_LEVEL ?? 'info' },
+  const launch = serviceLaunch(configPath, { EXECGATE_INSTANCE: instance, EXECGATE_LOG_LEVEL: process.env.EXECGATE_LOG_LEVEL ?? 'info' }, extra);
+  const proc = spawn(process.execPath, launch.args, {
+    env: launch.env,
     stdio: ['ignore', fd, fd],
     // Its own session, as under systemd or in a container: with the kernel's autogroup scheduling a session
     // is one scheduling group, and the service must not share its CPU share with the load generator.

@@ -18,7 +18,7 @@ import { promisify } from 'node:util';
 import Docker from 'dockerode';
 import { loadConfigFile } from '../src/config/load.js';
 import { MULTIPLEXED_TYPE as MULTIPLEXED } from '../src/http/streaming.js';
-import { NODE_FLAGS, SERVICE_ENV } from '../src/node-flags.js';
+import { serviceLaunch } from '../src/node-flags.js';
 import { containerSpec } from '../src/runner/container-spec.js';
 import { benchPolicy } from './policy-bench.js';
 
@@ -54,7 +54,7 @@ async function latencies(n: number, fn: () => Promise<void>): Promise<number[]> 
  * pool's stock of ready containers, the previous cell's removals still under way), then for `seconds`, and
  * what completes in that window counts.
  */
-async function throughput(concurrency: number, seconds: number, fn: () => Promise<void>, warmupMs = 2000): Promise<{ done: number; ms: number }> {
+async function throughput(concurrency: number, seconds: number, fn: () => Promise<void>, warmupMs = 2000): Promise<number> {
   const start = Date.now() + warmupMs;
   const deadline = start + seconds * 1000;
   let done = 0;
@@ -67,7 +67,7 @@ async function throughput(concurrency: number, seconds: number, fn: () => Promis
       }
     }),
   );
-  return { done, ms: seconds * 1000 };
+  return done / seconds;
 }
 
 function rssOf(pid: number): number {
@@ -129,7 +129,8 @@ async function main(): Promise<void> {
       },
     }),
   );
-  const proc = spawn(process.execPath, [...NODE_FLAGS, 'dist/main.js', 'serve', '--config', config], { env: { ...process.env, ...SERVICE_ENV, EXECGATE_LOG_LEVEL: 'info' }, stdio: ['ignore', 'pipe', 'inherit'] });
+  const launch = serviceLaunch(config, { EXECGATE_LOG_LEVEL: 'info' });
+  const proc = spawn(process.execPath, launch.args, { env: launch.env, stdio: ['ignore', 'pipe', 'inherit'] });
   const url = await new Promise<string>((resolve, reject) => {
     proc.stdout!.on('data', (d: Buffer) => {
       const m = /"address":"(http:\/\/[^"]+)"/.exec(d.toString());
@@ -194,17 +195,17 @@ async function main(): Promise<void> {
     const tput: Record<string, Record<string, number>> = {};
     for (const c of CONCURRENCY) {
       const sides: Record<string, () => Promise<void>> = { dockerRun, dockerApi: direct.one, cold: exec('cold'), pooled: exec('pooled') };
-      const sum: Record<string, { done: number; ms: number }> = {};
+      const rates: Record<string, number[]> = {};
       // Rounds alternate the sides, so that the engine's drift over minutes (±7% here) falls on all of them.
       for (let r = 0; r < ROUNDS; r++) {
         for (const [side, fn] of Object.entries(sides)) {
           if (side === 'pooled') await pooledOne();
-          const x = await throughput(c, SECONDS / ROUNDS, fn);
+          (rates[side] ??= []).push(await throughput(c, SECONDS / ROUNDS, fn));
           if (side === 'dockerApi') await direct.settle();
-          sum[side] = { done: (sum[side]?.done ?? 0) + x.done, ms: (sum[side]?.ms ?? 0) + x.ms };
         }
       }
-      tput[`c${c}`] = Object.fromEntries(Object.entries(sum).map(([side, x]) => [side, x.done / (x.ms / 1000)]));
+      // Equal rounds: the mean of their rates is what completed over all of them per second.
+      tput[`c${c}`] = Object.fromEntries(Object.entries(rates).map(([side, xs]) => [side, xs.reduce((a, b) => a + b, 0) / xs.length]));
     }
     results.throughput = tput;
     }

@@ -24,3 +24,11 @@ export const NODE_FLAGS = ['--max-semi-space-size=2', '--liftoff-only', '--expos
  * while streaming 200 MB 105 vs 114 MiB (2 cores). Other allocators ignore it.
  */
 export const SERVICE_ENV = { MALLOC_ARENA_MAX: '1' } as const;
+
+/**
+ * The built service as a child process of the tests and benches: `node NODE_FLAGS [extra] dist/main.js serve
+ * --config PATH`, with SERVICE_ENV over the caller's environment and `env` over both.
+ */
+export function serviceLaunch(configPath: string, env: NodeJS.ProcessEnv = {}, extraFlags: readonly string[] = []): { args: string[]; env: NodeJS.ProcessEnv } {
+  return { args: [...NODE_FLAGS, ...extraFlags, 'dist/main.js', 'serve', '--config', configPath], env: { ...process.env, ...SERVICE_ENV, ...env } };
+}

@@ -279,7 +279,7 @@ export class DockerRunner implements Runner {
     const onAbort = (): void => kill('client disconnected');
     let watch: WriteWatch | undefined;
     /** The attach socket: destroyed when the run ends, whether or not its output was read to the end. */
-    let attached: NodeJS.ReadWriteStream | undefined;
+    let stream: NodeJS.ReadWriteStream | undefined;
     // Armed right before the command can first run, so that the baseline holds nothing it wrote.
     const armWriteQuota = async (): Promise<void> => {
       watch = await this.watchWrites(spec.mounts, spec.sandbox, spec.execId, () => {
@@ -291,28 +291,27 @@ export class DockerRunner implements Runner {
     try {
       const network = spec.sandbox.network === 'team' ? await this.teamNetwork(spec.team) : spec.sandbox.network;
       let imageId = await this.imageId(spec.sandbox.image);
-      let stream: NodeJS.ReadWriteStream;
       let waited: Promise<{ StatusCode: number | null; err?: unknown }>;
       let scanners: Record<'stdout' | 'stderr', MarkerScanner> | undefined;
       // The warm protocol sends the script as one octal-escaped line read byte by byte: big ones go cold.
       const small = spec.command.length + JSON.stringify(spec.env).length < 32 * 1024;
       // A run with files gets a fresh container with a /scratch of its own: never a pooled one.
       const warm = small && !spec.scratch ? this.pool.take(poolKey(spec.team, spec.sandbox, spec.mounts, network, imageId)) : undefined;
-      const sendScript = (nonce: string) => {
-        stream.write(encodeLine(warmScript(spec, nonce, spec.scratch?.collect !== undefined)));
-        if (spec.stdin !== undefined) stream.end(spec.stdin);
-        else stream.end();
+      const sendScript = (to: NodeJS.ReadWriteStream, nonce: string) => {
+        to.write(encodeLine(warmScript(spec, nonce, spec.scratch?.collect !== undefined)));
+        if (spec.stdin !== undefined) to.end(spec.stdin);
+        else to.end();
       };
       if (warm) {
         // Warm path: the container is running and waiting for this one command.
         container = this.docker.getContainer(warm.id);
         poolLabel = warm.label;
-        attached = stream = warm.stream;
+        stream = warm.stream;
         waited = warm.waited;
         const nonce = randomBytes(16).toString('hex');
         scanners = { stdout: new MarkerScanner(nonce), stderr: new MarkerScanner(nonce) };
         await armWriteQuota();
-        sendScript(nonce);
+        sendScript(stream, nonce);
       } else if (spec.scratch) {
         // Files path: start the bootstrap shell, put the files into /scratch while it waits (a tmpfs volume
         // exists only while the container runs), then send the command the warm way.
@@ -321,7 +320,7 @@ export class DockerRunner implements Runner {
         // WorkingDir /: the cwd (under /scratch) may only exist once the files are in; the script cds there.
         const bootSpec: RunSpec = { ...spec, command: BOOTSTRAP, shell: BOOTSTRAP_SHELL, cwd: '/', stdin: Buffer.alloc(0) };
         container = await this.docker.createContainer(containerSpec(bootSpec, this.instance, this.now(), network, imageId));
-        attached = stream = (await container.attach({ stream: true, stdout: true, stderr: true, stdin: true, hijack: true })) as NodeJS.ReadWriteStream;
+        stream = (await container.attach({ stream: true, stdout: true, stderr: true, stdin: true, hijack: true })) as NodeJS.ReadWriteStream;
         stream.on('error', (err) => this.log.debug({ err, execId: spec.execId }, 'sandbox stream error'));
         await container.start();
         waited = waitFor(container);
@@ -329,7 +328,7 @@ export class DockerRunner implements Runner {
         const nonce = randomBytes(16).toString('hex');
         scanners = { stdout: new MarkerScanner(nonce), stderr: new MarkerScanner(nonce) };
         await armWriteQuota();
-        sendScript(nonce);
+        sendScript(stream, nonce);
       } else {
         checkMounts(spec.mounts);
         try {
@@ -345,7 +344,7 @@ export class DockerRunner implements Runner {
         // Hijacked even without stdin: the output then comes as the raw socket's reads. Read as an HTTP body it
         // went through Node's HTTP parser, which copies every chunk (service CPU for a 200 MB stream: -15%). An
         // upgraded socket has no 'error' listener of Node's: until the read loop below, a reset is logged here.
-        attached = stream = (await container.attach({ stream: true, stdout: true, stderr: true, stdin: withStdin, hijack: true })) as NodeJS.ReadWriteStream;
+        stream = (await container.attach({ stream: true, stdout: true, stderr: true, stdin: withStdin, hijack: true })) as NodeJS.ReadWriteStream;
         stream.on('error', (err) => this.log.debug({ err, execId: spec.execId }, 'sandbox stream error'));
         await armWriteQuota();
         await container.start();
@@ -427,7 +426,7 @@ export class DockerRunner implements Runner {
       clearTimeout(timer);
       // Ended already when the output was read to the end; when the run stopped before (a failed start, the
       // client gone, the markers seen), closing it here does not wait for the container's removal to.
-      (attached as Duplex | undefined)?.destroy();
+      (stream as Duplex | undefined)?.destroy();
       // Kept running through the exit grace when there is one (removeInBackground stops it).
       if (!exiting) watch?.stop();
       signal.removeEventListener('abort', onAbort);

@@ -1,6 +1,6 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { NODE_FLAGS, SERVICE_ENV } from '../../src/node-flags.js';
+import { serviceLaunch } from '../../src/node-flags.js';
 
 /** The real service as a child process (`node dist/main.js serve`), for tests of the process as a whole. */
 export interface ServiceProcess {
@@ -14,7 +14,8 @@ export function buildDist(): void {
 }
 
 export async function startService(configPath: string, env: NodeJS.ProcessEnv = {}): Promise<ServiceProcess> {
-  const proc = spawn(process.execPath, [...NODE_FLAGS, 'dist/main.js', 'serve', '--config', configPath], { env: { ...process.env, ...SERVICE_ENV, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const launch = serviceLaunch(configPath, env);
+  const proc = spawn(process.execPath, launch.args, { env: launch.env, stdio: ['ignore', 'pipe', 'pipe'] });
   const logs: string[] = [];
   const url = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`service did not start:\n${logs.join('')}`)), 20_000);
@@ -42,7 +43,8 @@ export async function stopService(s: ServiceProcess, signal: NodeJS.Signals = 'S
 
 /** Runs `serve` expecting it to stop by itself (a start-up error): its exit code and everything it printed. */
 export async function serveUntilExit(configPath: string, env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; output: string }> {
-  const proc = spawn(process.execPath, [...NODE_FLAGS, 'dist/main.js', 'serve', '--config', configPath], { env: { ...process.env, ...SERVICE_ENV, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const launch = serviceLaunch(configPath, env);
+  const proc = spawn(process.execPath, launch.args, { env: launch.env, stdio: ['ignore', 'pipe', 'pipe'] });
   const out: string[] = [];
   proc.stdout.on('data', (d: Buffer) => out.push(d.toString()));
   proc.stderr.on('data', (d: Buffer) => out.push(d.toString()));
