@@ -1,6 +1,7 @@
 import type { ServerResponse } from 'node:http';
 import type { ExecEvent } from '../service/exec-service.js';
-import { jsonDataLatin1, OutputEncoder, type EncodedPart } from '../service/output-encoder.js';
+import { jsonLine } from '../service/json-escape.js';
+import { OutputEncoder, type EncodedPart } from '../service/output-encoder.js';
 
 export type StreamFormat = 'ndjson' | 'sse' | 'json' | 'multiplexed';
 
@@ -78,15 +79,17 @@ class TurnBatcher {
 /**
  * An execution's events as NDJSON or SSE. Output events carry bytes (ExecEvent): each stream keeps its own
  * OutputEncoder, so a character split across chunks is whole in one line, and its rest goes out before any
- * other event. A text line is written as one latin1 string (jsonDataLatin1): no UTF-8 decoding, no re-encoding,
- * one JSON escape by V8 and one copy into the socket's buffer, so the service's CPU per streamed byte stays
- * small next to Docker's.
+ * other event. A text line is escaped straight from the bytes into one Buffer (jsonLine, WebAssembly SIMD): no
+ * UTF-8 decoding, no string, so the service's CPU per streamed byte stays small next to Docker's.
  */
 export class EventStream {
   private readonly enc = { stdout: new OutputEncoder(), stderr: new OutputEncoder() };
   private readonly batch: TurnBatcher;
   private readonly pre: string;
   private readonly post: string;
+  /** What comes before and after a text line's data (jsonLine). */
+  private readonly head: Record<'stdout' | 'stderr', Buffer>;
+  private readonly tail: Buffer;
 
   constructor(
     private readonly res: ServerResponse,
@@ -95,6 +98,9 @@ export class EventStream {
     this.batch = new TurnBatcher(res);
     this.pre = format === 'sse' ? 'data: ' : '';
     this.post = format === 'sse' ? '\n\n' : '\n';
+    const head = (stream: string) => Buffer.from(`${this.pre}{"type":"${stream}","data":`);
+    this.head = { stdout: head('stdout'), stderr: head('stderr') };
+    this.tail = Buffer.from(`}${this.post}`);
   }
 
   /** Writes one event; resolves when the client can take more (backpressure) or is gone. */
@@ -109,11 +115,14 @@ export class EventStream {
   }
 
   private output(stream: 'stdout' | 'stderr', parts: EncodedPart[]): void {
+    // Each line is one Buffer: it may wait in the socket's queue (up to STREAM_BUFFER_BYTES), and off the V8
+    // heap it is not copied by young-generation GCs meanwhile (GC per 200 MB streamed: 264 → 216 ms).
     for (const p of parts) {
-      const tail = p.base64 ? ',"encoding":"base64"}' : '}';
-      // As a Buffer at once: the line may wait in the socket's queue (up to STREAM_BUFFER_BYTES), and off the
-      // V8 heap it is not copied by young-generation GCs meanwhile (GC per 200 MB streamed: 264 → 216 ms).
-      this.res.write(Buffer.from(`${this.pre}{"type":"${stream}","data":${jsonDataLatin1(p)}${tail}${this.post}`, 'latin1'));
+      this.res.write(
+        p.base64
+          ? Buffer.from(`${this.pre}{"type":"${stream}","data":"${p.bytes.toString('base64')}","encoding":"base64"}${this.post}`, 'latin1')
+          : jsonLine(this.head[stream], p.bytes, this.tail),
+      );
     }
   }
 }

@@ -9,7 +9,7 @@ export interface EncodedPart {
 /**
  * Splits a byte stream into parts that are whole UTF-8 text or else go out base64. A multi-byte character
  * split across two Docker frames is carried to the next chunk instead of being mangled. The parts stay bytes:
- * the wire layer escapes them straight into its JSON line (src/http/streaming.ts), with no string decoded.
+ * the wire layer escapes them straight into its JSON line (src/service/json-escape.ts), with no string decoded.
  */
 export class OutputEncoder {
   private carry: Buffer = Buffer.alloc(0);
@@ -46,16 +46,4 @@ function incompleteTail(buf: Buffer): number {
     return need > back ? back : 0;
   }
   return 0;
-}
-
-/**
- * The JSON text of a part's `data` value, quotes included, as a one-byte (latin1) string whose char codes are
- * the bytes to send. For text: the UTF-8 bytes read as latin1 (a copy, no decoding) and JSON-escaped by V8;
- * JSON escapes only quotes, backslashes and control characters, all ASCII, so every other byte, including each
- * byte of a multi-byte character, comes through unchanged, and writing the result as latin1 gives back exactly
- * the UTF-8 that `JSON.stringify(text)` would have produced.
- */
-export function jsonDataLatin1(part: EncodedPart): string {
-  if (part.base64) return `"${part.bytes.toString('base64')}"`;
-  return JSON.stringify(part.bytes.toString('latin1'));
 }

@@ -4,13 +4,13 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { EventStream, MultiplexedStream } from '../../src/http/streaming.js';
 import { decodeMultiplexed } from '../support/multiplexed.js';
-import { OutputEncoder, jsonDataLatin1 } from '../../src/service/output-encoder.js';
+import { OutputEncoder } from '../../src/service/output-encoder.js';
 import type { ExecEvent } from '../../src/service/exec-service.js';
 
 /**
  * The NDJSON/SSE writer (src/http/streaming.ts): output events carry bytes and are escaped straight from
- * them (latin1 through V8's JSON.stringify). Checked against the plain way — decode the text, JSON.stringify
- * the event — byte for byte, and against the bytes the command wrote.
+ * them (src/service/json-escape.ts, tested on its own in json-escape.test.ts). Checked against the plain way —
+ * decode the text, JSON.stringify the event — byte for byte, and against the bytes the command wrote.
  */
 
 /**
@@ -44,31 +44,6 @@ function ndjson(events: ExecEvent[], format: 'ndjson' | 'sse' = 'ndjson'): strin
 
 const out = (bytes: Buffer | string, type: 'stdout' | 'stderr' = 'stdout'): ExecEvent => ({ type, bytes: Buffer.from(bytes) });
 const exit: ExecEvent = { type: 'exit', exitCode: 0, durationMs: 1, timedOut: false, oomKilled: false, truncated: false, writeQuotaExceeded: false };
-
-describe('jsonDataLatin1 is JSON.stringify of the text, byte for byte', () => {
-  it.each<[string, string]>([
-    ['ascii', 'hello world'],
-    ['newlines and tabs', 'a\nb\tc\r\n'],
-    ['quotes and backslashes', 'say "hi" \\ \\n'],
-    ['every control character', Array.from({ length: 32 }, (_, i) => String.fromCharCode(i)).join('')],
-    ['DEL and the line separators JSON leaves alone', '\x7f\u2028\u2029'],
-    ['two, three and four byte characters', 'é € 😀 日本語'],
-    ['empty', ''],
-  ])('%s', (_name, text) => {
-    const bytes = Buffer.from(text, 'utf8');
-    expect(Buffer.from(jsonDataLatin1({ bytes, base64: false }), 'latin1').equals(Buffer.from(JSON.stringify(text), 'utf8'))).toBe(true);
-  });
-
-  it('for any valid UTF-8 (property)', () => {
-    fc.assert(
-      fc.property(fc.string({ unit: 'binary' }), (text) => {
-        const bytes = Buffer.from(text, 'utf8'); // lone surrogates become U+FFFD here, as in any UTF-8 output
-        expect(Buffer.from(jsonDataLatin1({ bytes, base64: false }), 'latin1').equals(Buffer.from(JSON.stringify(bytes.toString('utf8')), 'utf8'))).toBe(true);
-      }),
-      { numRuns: 2000 },
-    );
-  });
-});
 
 describe('EventStream', () => {
   it('writes the lines JSON.stringify of the wire events would', () => {
