@@ -16,6 +16,7 @@ import type { ReadyState, RunEvent, RunResult, RunSpec, Runner, SessionSpec } fr
 import { ServiceError } from './service/errors.js';
 import { ExecService } from './service/exec-service.js';
 import { startGcPacer } from './gc-pacer.js';
+import { escapesWithWasm } from './service/json-escape.js';
 import { SqliteStateStore } from './store/sqlite-store.js';
 
 const USAGE = `execgate — a sandboxed exec gateway
@@ -189,6 +190,7 @@ async function serve(argv: string[]): Promise<void> {
   const address = await app.listen({ host: config.gateway.host, port: config.gateway.port });
   const url = address.replace('[::1]', 'localhost');
   logger.info({ address: url, config: config.source, instance, teams: Object.keys(config.teams) }, 'execgate listening');
+  if (!escapesWithWasm) logger.warn('WebAssembly SIMD is not available here: NDJSON and SSE lines are escaped by JSON.stringify, which takes more CPU');
   if (config.generatedToken) {
     // Printed once, to the terminal only (not the JSON log): the embedded default's random admin token.
     process.stderr.write(

@@ -79,8 +79,8 @@ class TurnBatcher {
 /**
  * An execution's events as NDJSON or SSE. Output events carry bytes (ExecEvent): each stream keeps its own
  * OutputEncoder, so a character split across chunks is whole in one line, and its rest goes out before any
- * other event. A text line is escaped straight from the bytes into one Buffer (jsonLine, WebAssembly SIMD): no
- * UTF-8 decoding, no string, so the service's CPU per streamed byte stays small next to Docker's.
+ * other event. A text line is escaped straight from the bytes (jsonLine, WebAssembly SIMD), with no UTF-8
+ * decoding, so the service's CPU per streamed byte stays small next to Docker's.
  */
 export class EventStream {
   private readonly enc = { stdout: new OutputEncoder(), stderr: new OutputEncoder() };
@@ -116,11 +116,12 @@ export class EventStream {
 
   private output(stream: 'stdout' | 'stderr', parts: EncodedPart[]): void {
     // Each line is one Buffer: it may wait in the socket's queue (up to STREAM_BUFFER_BYTES), and off the V8
-    // heap it is not copied by young-generation GCs meanwhile (GC per 200 MB streamed: 264 → 216 ms).
+    // heap it is not copied by young-generation GCs meanwhile (when lines were strings, GC per 200 MB streamed
+    // went from 264 to 216 ms this way).
     for (const p of parts) {
       this.res.write(
         p.base64
-          ? Buffer.from(`${this.pre}{"type":"${stream}","data":"${p.bytes.toString('base64')}","encoding":"base64"}${this.post}`, 'latin1')
+          ? Buffer.concat([this.head[stream], Buffer.from(`"${p.bytes.toString('base64')}","encoding":"base64"`, 'latin1'), this.tail])
           : jsonLine(this.head[stream], p.bytes, this.tail),
       );
     }

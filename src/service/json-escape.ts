@@ -1,6 +1,6 @@
 import { JSON_ESCAPE_WASM } from './json-escape-wasm.js';
 
-/**
+/*
  * Output lines for NDJSON and SSE: `head`, the JSON string of some UTF-8 text (quotes included), then `tail`,
  * as one Buffer, made from the text's bytes without decoding them.
  *
@@ -34,29 +34,33 @@ interface Escaper {
   affixRoom: number;
 }
 
+/** A line with every kind of escape, checked once at load against jsonLineJs. */
+const SELF_CHECK = Buffer.from('a "quoted" \\ line\t\r\n\x00\x1b[0m \x7f é € 😀 '.repeat(3));
+
 function load(): Escaper | undefined {
   try {
     const instance = new WebAssembly.Instance(new WebAssembly.Module(Buffer.from(JSON_ESCAPE_WASM, 'base64')));
     const { memory, escape } = instance.exports as { memory: { buffer: ArrayBuffer }; escape: Escaper['escape'] };
     // A piece's escape takes at most 6 bytes per byte, plus the 16 a last whole-vector store may run over.
     const affixRoom = memory.buffer.byteLength - (OUT + 6 * PIECE + 16 + 2);
-    return affixRoom > 0 ? { mem: Buffer.from(memory.buffer), escape, affixRoom } : undefined;
+    if (affixRoom <= 0) return undefined;
+    const candidate = { mem: Buffer.from(memory.buffer), escape, affixRoom };
+    // Compiled and run once here, inside the try: a module V8 cannot run fails now, not on a client's line.
+    const head = Buffer.from('{"data":');
+    const tail = Buffer.from('}');
+    return escapeLine(candidate, head, SELF_CHECK, tail).equals(jsonLineJs(head, SELF_CHECK, tail)) ? candidate : undefined;
   } catch {
     return undefined; // no WebAssembly SIMD here
   }
 }
-
-const escaper = load();
-
-/** Whether lines are escaped by WebAssembly here (the tests insist on it where they run). */
-export const escapesWithWasm = escaper !== undefined;
 
 /**
  * A copy of `mem[from, to)` that owns its memory (the escaper's memory is reused by the next call), made through
  * a latin1 string. That string is young garbage on V8's heap, and it keeps V8's young-generation GCs coming
  * while output streams; they free the lines already written. Copied straight into a new Buffer, a 200 MB NDJSON
  * stream made so little garbage on the heap that V8 ran 10–17 full GCs during it (0–1 this way, measured with
- * the service's flags), and the service's CPU for the stream doubled.
+ * the service's flags), and the service's CPU for the stream doubled. The GC pacer (src/gc-pacer.ts) did not
+ * prevent those: they came with or without it, and with a pacer that asked for a minor GC first.
  */
 function copyOut(mem: Buffer, from: number, to: number): Buffer {
   return Buffer.from(mem.toString('latin1', from, to), 'latin1');
@@ -68,7 +72,10 @@ function copyOut(mem: Buffer, from: number, to: number): Buffer {
  */
 export function jsonLine(head: Buffer, text: Buffer, tail: Buffer): Buffer {
   if (escaper === undefined || head.length + tail.length > escaper.affixRoom) return jsonLineJs(head, text, tail);
-  const { mem, escape } = escaper;
+  return escapeLine(escaper, head, text, tail);
+}
+
+function escapeLine({ mem, escape }: Escaper, head: Buffer, text: Buffer, tail: Buffer): Buffer {
   const done: Buffer[] = [];
   mem.set(head, OUT);
   let o = OUT + head.length;
@@ -98,3 +105,11 @@ export function jsonLine(head: Buffer, text: Buffer, tail: Buffer): Buffer {
 export function jsonLineJs(head: Buffer, text: Buffer, tail: Buffer): Buffer {
   return Buffer.concat([head, Buffer.from(JSON.stringify(text.toString('latin1')), 'latin1'), tail]);
 }
+
+const escaper = load();
+
+/** Whether lines are escaped by WebAssembly here (the tests insist on it where they run). */
+export const escapesWithWasm = escaper !== undefined;
+
+/** The most bytes head and tail may take together for the WebAssembly path (for the tests). */
+export const wasmAffixRoom = escaper?.affixRoom ?? 0;

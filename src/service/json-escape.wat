@@ -9,8 +9,9 @@
 ;; test/unit/json-escape.test.ts fails when the two differ.
 (module
   ;; Bytes 0-31: the letter of each control character's short escape, or 0 when it has none.
-  ;; Bytes 32-47: the hex digits. The caller's input and output start at 64 (src/service/json-escape.ts).
-  (memory (export "memory") 8)
+  ;; Bytes 32-47: the hex digits. The caller's input starts at 64 and its output after that (the layout is in
+  ;; src/service/json-escape.ts). Eight pages, fixed: the caller keeps one view of it.
+  (memory (export "memory") 8 8)
   (data (i32.const 0) "\00\00\00\00\00\00\00\00btn\00fr\00\00\00\00\00\00\00\00\00\00\00\00\00\00\00\00\00\00")
   (data (i32.const 32) "0123456789abcdef")
 

@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { escapesWithWasm, jsonLine, jsonLineJs } from '../../src/service/json-escape.js';
+import { escapesWithWasm, jsonLine, jsonLineJs, wasmAffixRoom } from '../../src/service/json-escape.js';
 
 /**
  * The NDJSON/SSE line writer (src/service/json-escape.ts): text escaped from its bytes by WebAssembly SIMD, and
@@ -27,8 +27,8 @@ it('runs on WebAssembly SIMD here (the fallback is for x64 without SSE4.1)', () 
 });
 
 it('the committed module is the .wat compiled (node scripts/gen-wasm.mjs)', () => {
-  const fresh = execFileSync(process.execPath, ['scripts/gen-wasm.mjs', '--stdout'], { encoding: 'utf8' });
-  expect(readFileSync('src/service/json-escape-wasm.ts', 'utf8')).toBe(fresh);
+  const fresh = execFileSync(process.execPath, [new URL('../../scripts/gen-wasm.mjs', import.meta.url).pathname, '--stdout'], { encoding: 'utf8' });
+  expect(readFileSync(new URL('../../src/service/json-escape-wasm.ts', import.meta.url), 'utf8')).toBe(fresh);
 });
 
 describe.each(both)('%s', (_name, line) => {
@@ -83,7 +83,8 @@ describe.each(both)('%s', (_name, line) => {
   });
 
   it('text longer than a piece (64 KiB), a character and an escape on each boundary, the worst case expansion', () => {
-    const long = Buffer.from('é"\n'.repeat(70_000)); // 280,000 bytes: pieces end inside a character
+    const long = Buffer.from('é"'.repeat(90_000)); // 270,000 bytes, 3 a repeat: pieces end inside a character
+    expect(long.subarray(65_535, 65_537).every((b) => b >= 0x80)).toBe(true);
     expect(line(head, long, tail).equals(byBytes(long))).toBe(true);
     const controls = Buffer.alloc(200_000, 0x01); // 6 bytes out for each: 1.2 MB
     expect(line(head, controls, tail).equals(byBytes(controls))).toBe(true);
@@ -91,6 +92,16 @@ describe.each(both)('%s', (_name, line) => {
     expect(line(head, exactly, tail).equals(byBytes(exactly))).toBe(true);
     // and nothing of the long ones is left over for the next line
     expect(line(head, Buffer.from('ok'), tail).toString()).toBe(`${head.toString()}"ok"${tail.toString()}`);
+  });
+
+  it('the worst case next to the end of the module\'s memory: a head as long as it can be, a whole piece of controls', () => {
+    expect(wasmAffixRoom).toBeGreaterThan(60_000);
+    const controls = Buffer.alloc(65_536, 0x1f); // 6 bytes out for each
+    for (const [h, t] of [[wasmAffixRoom - 1, 1], [wasmAffixRoom, 0], [wasmAffixRoom, 1]]) {
+      const bigHead = Buffer.alloc(h!, 'h');
+      const tailOf = Buffer.alloc(t!, '}');
+      expect(line(bigHead, controls, tailOf).equals(byBytes(controls, bigHead, tailOf))).toBe(true);
+    }
   });
 
   it('a head and tail of any size', () => {
