@@ -4,7 +4,7 @@
  * image in the same run. Prints a table and a JSON summary (also written to bench-results.json).
  *
  * Knobs: EXECGATE_BENCH_N (latency samples, default 200), EXECGATE_BENCH_SECONDS (measured time per throughput
- * cell, default 10, the issue's figure uses 30; split over 3 alternating rounds, each after 2 s of uncounted
+ * cell, default 30 as in the issue's target; split over 3 alternating rounds, each after 2 s of uncounted
  * warm-up), EXECGATE_BENCH_NICE (the service's gateway.nice; default the product's), EXECGATE_BENCH_STREAM_MB (default 200), EXECGATE_BENCH_CONCURRENCY (default 1,4,8), EXECGATE_BENCH_ONLY (a comma
  * list of latency, throughput, streaming, policy: run only those while working on one figure; the table is
  * printed only for a full run).
@@ -25,7 +25,7 @@ import { benchPolicy } from './policy-bench.js';
 const run = promisify(execFile);
 const IMAGE = process.env.EXECGATE_BENCH_IMAGE ?? 'execgate/sandbox:latest';
 const N = Number(process.env.EXECGATE_BENCH_N ?? 200);
-const SECONDS = Number(process.env.EXECGATE_BENCH_SECONDS ?? 10);
+const SECONDS = Number(process.env.EXECGATE_BENCH_SECONDS ?? 30);
 const STREAM_MB = Number(process.env.EXECGATE_BENCH_STREAM_MB ?? 200);
 const TOKEN = 'bench-token-0123456789';
 const NDJSON = 'application/x-ndjson';

@@ -9,6 +9,7 @@ import type { Duplex } from 'node:stream';
 import type { SandboxSettings } from '../config/load.js';
 import type { AllowedPath } from '../policy/types.js';
 import { DockerDemuxer, demuxDockerStream } from './demux.js';
+import { pacedReads } from './paced-reads.js';
 import { WarmPool, type WarmContainer } from './pool.js';
 import { BOOTSTRAP, BOOTSTRAP_SHELL, MarkerScanner, encodeLine, warmScript } from './warm.js';
 import { ArchiveError } from '../files/archive.js';
@@ -375,7 +376,7 @@ export class DockerRunner implements Runner {
         total += data.length;
         yield { type: 'output', stream: which, data };
       };
-      for await (const frame of demuxDockerStream(stream as AsyncIterable<Buffer>)) {
+      for await (const frame of demuxDockerStream(pacedReads(stream as Duplex))) {
         yield* emit(frame.stream, scanners ? scanners[frame.stream].push(frame.data) : frame.data);
         // The marker on both streams: every byte of the command's output is here, and so is its exit code.
         if (scanners?.stdout.done && scanners.stderr.done) break;
