@@ -7,7 +7,8 @@
  * one received chunk are then joined into one (a program writing 4–8 KiB at a time fills a 64 KiB socket
  * read with a dozen frames), which makes one event, one JSON line and one socket write out of them instead
  * of a dozen. Order between stdout and stderr is kept. The generator pulls from the source only as fast as
- * its consumer takes frames, so backpressure from the HTTP client reaches the Docker socket.
+ * its consumer takes frames; the runner's source (pacedReads) pauses the Docker socket while 256 KiB wait, so
+ * backpressure from the HTTP client reaches Docker.
  */
 export interface Frame {
   stream: 'stdout' | 'stderr';

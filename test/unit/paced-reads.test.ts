@@ -23,7 +23,7 @@ describe('pacedReads', () => {
     await fc.assert(
       fc.asyncProperty(fc.array(fc.uint8Array({ minLength: 1, maxLength: 3000 }), { maxLength: 40 }), fc.integer({ min: 0, max: 20_000 }), async (chunks, bulkAfter) => {
         const socket = new PassThrough();
-        const reads = collect(pacedReads(socket, pacing({ bulkAfter, small: 2048, high: 8192 })));
+        const reads = collect(pacedReads(socket, pacing({ bulkAfter, small: 2048, high: 8192, pauseMs: 0 })));
         for (const c of chunks) {
           socket.write(Buffer.from(c));
           if (c[0]! % 3 === 0) await tick();
@@ -33,7 +33,7 @@ describe('pacedReads', () => {
       }),
       { numRuns: 200 },
     );
-  });
+  }, 30_000);
 
   it('before a run has streamed bulkAfter bytes, each read goes on as it comes', async () => {
     const socket = new PassThrough();
@@ -48,9 +48,10 @@ describe('pacedReads', () => {
 
   it('after bulkAfter bytes, a small read pauses the socket for a moment; what arrives meanwhile follows, in order', async () => {
     const socket = new PassThrough();
-    const it = pacedReads(socket, pacing({ bulkAfter: 100, small: 1000, pauseMs: 20 }));
-    socket.write(Buffer.alloc(100, 'x'));
-    expect((await it.next()).value.length).toBe(100); // the bulk starts here
+    const it = pacedReads(socket, pacing({ bulkAfter: 100, small: 150, pauseMs: 20 }));
+    socket.write(Buffer.alloc(200, 'x'));
+    expect((await it.next()).value.length).toBe(200); // past bulkAfter, but not small: not held
+    expect(socket.isPaused()).toBe(false);
     socket.write('small');
     expect((await it.next()).value.toString()).toBe('small');
     expect(socket.isPaused()).toBe(true); // held while the next pieces gather in the socket
@@ -100,6 +101,32 @@ describe('pacedReads', () => {
     await tick();
     expect(socket.readableEnded && socket.destroyed).toBe(true);
     expect(await collect(pacedReads(socket))).toEqual([]);
+  });
+
+  it('the socket ending or failing during a hold: what came before goes on, then the end or the error', async () => {
+    for (const how of ['end', 'error'] as const) {
+      const socket = new PassThrough();
+      const it = pacedReads(socket, pacing({ bulkAfter: 0, small: 100, pauseMs: 20 }));
+      socket.write('held');
+      expect((await it.next()).value.toString()).toBe('held');
+      expect(socket.isPaused()).toBe(true);
+      socket.write('last');
+      if (how === 'end') socket.end();
+      else setImmediate(() => socket.destroy(new Error('reset during the hold')));
+      const rest = collect(it);
+      if (how === 'end') expect(Buffer.concat(await rest).toString()).toBe('last');
+      else await expect(rest).rejects.toThrow('reset during the hold');
+    }
+  });
+
+  it('stopped early (even during a hold), it destroys the socket, as a stream\'s own iterator does', async () => {
+    const socket = new PassThrough();
+    const it = pacedReads(socket, pacing({ bulkAfter: 0, small: 100, pauseMs: 20 }));
+    socket.write('held');
+    await it.next();
+    expect(socket.isPaused()).toBe(true);
+    await it.return(undefined);
+    expect(socket.destroyed).toBe(true);
   });
 
   it("throws the socket's error", async () => {
