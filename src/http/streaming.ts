@@ -17,17 +17,51 @@ export const FRAME_STDOUT = 1;
 export const FRAME_STDERR = 2;
 export const FRAME_EVENT = 3;
 
+/** The answers POST /v1/exec can give, in the order that breaks a tie between ranges that name them exactly. */
+const FORMATS: ReadonlyArray<readonly [StreamFormat, string]> = [
+  ['multiplexed', MULTIPLEXED_TYPE],
+  ['sse', 'text/event-stream'],
+  ['ndjson', 'application/x-ndjson'],
+  ['json', 'application/json'],
+];
+
+/** One media range of an Accept header: its type (lower case) and weight; undefined when the weight is malformed. */
+function mediaRange(part: string): { type: string; q: number } | undefined {
+  const [type = '', ...params] = part.split(';').map((p) => p.trim().toLowerCase());
+  let q = 1;
+  for (const p of params) {
+    const m = /^q\s*=\s*(.*)$/.exec(p);
+    if (!m) continue;
+    if (!/^(?:0(?:\.\d{0,3})?|1(?:\.0{0,3})?)$/.test(m[1]!)) return undefined;
+    q = Number(m[1]);
+  }
+  return type ? { type, q } : undefined;
+}
+
 /**
  * SPEC §3: NDJSON by default, SSE when asked for, one JSON answer on `Accept: application/json`; and the binary
- * multiplexed stream (MULTIPLEXED_TYPE) for output in bulk.
+ * multiplexed stream (MULTIPLEXED_TYPE) for output in bulk. Weights count (RFC 9110 §12.5.1): each format takes
+ * the weight of the most specific range that matches it (its own type, then `type/*`, then the any-type
+ * wildcard), `q=0` refuses it, and the highest weight wins. Ties go to an exact match over a wildcard, then,
+ * between exact matches, to the order of FORMATS, and between wildcards to NDJSON. A range with a malformed
+ * weight is ignored, and a header that accepts none of them gets the default, NDJSON.
  */
 export function negotiate(accept: string | undefined): StreamFormat {
-  const a = (accept ?? '').toLowerCase();
-  if (a.includes(MULTIPLEXED_TYPE)) return 'multiplexed';
-  if (a.includes('text/event-stream')) return 'sse';
-  if (a.includes('application/x-ndjson')) return 'ndjson';
-  if (a.includes('application/json')) return 'json';
-  return 'ndjson';
+  const ranges = (accept ?? '').split(',').flatMap((p) => mediaRange(p) ?? []);
+  let best: { format: StreamFormat; key: [number, number, number] } | undefined;
+  FORMATS.forEach(([format, type], i) => {
+    let q = 0;
+    let specificity = -1;
+    for (const r of ranges) {
+      const s = r.type === type ? 2 : r.type === `${type.split('/')[0]}/*` ? 1 : r.type === '*/*' ? 0 : -1;
+      if (s > specificity) [specificity, q] = [s, r.q];
+    }
+    if (specificity < 0 || q <= 0) return;
+    const tie = specificity === 2 ? FORMATS.length - i : format === 'ndjson' ? FORMATS.length + 1 : 0;
+    const key: [number, number, number] = [q, specificity, tie];
+    if (!best || key[0] > best.key[0] || (key[0] === best.key[0] && (key[1] > best.key[1] || (key[1] === best.key[1] && key[2] > best.key[2])))) best = { format, key };
+  });
+  return best?.format ?? 'ndjson';
 }
 
 /**
