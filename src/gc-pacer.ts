@@ -8,8 +8,9 @@
  * service streaming 200 MB peaked at 161–168 MiB RSS (bench, 2 cores). Watching `arrayBuffers` and asking for
  * a full GC once it has grown by 16 MiB kept the peak at 119 MiB with 5 full GCs for 15 streams of 200 MB, and
  * no change in streaming throughput. (Part of that peak was a V8 compile, since gone with `--liftoff-only`;
- * measured again without it, 10 streams in a row peak at 115–127 MiB with the pacer and 128–150 without.) The GC runs on the main thread (V8 posts it as a task; a full GC of this
- * service's ~35 MB heap takes a few milliseconds).
+ * measured again without it, 10 streams in a row peak at 115–127 MiB with the pacer and 128–150 without.)
+ * The GC runs on the main thread (V8 posts it as a task; a full GC of this service's ~35 MB heap takes a few
+ * milliseconds).
  *
  * The threshold is growth over what was live after the last requested GC, so buffers a run really holds (a
  * JSON answer collecting its output, many slow clients' queues) do not make it collect over and over.

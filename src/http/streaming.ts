@@ -48,7 +48,7 @@ function mediaRange(part: string): { type: string; q: number } | undefined {
  */
 export function negotiate(accept: string | undefined): StreamFormat {
   const ranges = (accept ?? '').split(',').flatMap((p) => mediaRange(p) ?? []);
-  let best: { format: StreamFormat; key: [number, number, number] } | undefined;
+  let best: { format: StreamFormat; score: number } = { format: 'ndjson', score: 0 };
   FORMATS.forEach(([format, type], i) => {
     let q = 0;
     let specificity = -1;
@@ -57,11 +57,12 @@ export function negotiate(accept: string | undefined): StreamFormat {
       if (s > specificity) [specificity, q] = [s, r.q];
     }
     if (specificity < 0 || q <= 0) return;
+    // Weight (thousandths), then specificity, then the tie order, as the digits of one number.
     const tie = specificity === 2 ? FORMATS.length - i : format === 'ndjson' ? FORMATS.length + 1 : 0;
-    const key: [number, number, number] = [q, specificity, tie];
-    if (!best || key[0] > best.key[0] || (key[0] === best.key[0] && (key[1] > best.key[1] || (key[1] === best.key[1] && key[2] > best.key[2])))) best = { format, key };
+    const score = Math.round(q * 1000) * 100 + specificity * 10 + tie;
+    if (score > best.score) best = { format, score };
   });
-  return best?.format ?? 'ndjson';
+  return best.format;
 }
 
 /**
