@@ -39,9 +39,22 @@ export interface SessionCommand {
  * command at a time, so that is the command and everything it started, however it detached (setsid, double
  * fork, a cleared environment). Processes of earlier commands left running in the background go too. Pure
  * sh and /proc.
+ *
+ * It stops them all (SIGSTOP) before it kills any. Killed one at a time, in the order /proc lists them (by
+ * name, so pid 100 before pid 99), a parent could see its child die and run on for a moment: `yes | split;
+ * echo done` printed `done` after the write quota stopped it. A stopped process runs nothing and forks
+ * nothing, so the passes over /proc repeat until one finds nothing new, and then every process is killed.
+ * The number of passes is bounded; the pids limit bounds each one.
  */
 export function killScript(keeperPid: number): string {
-  return `for d in /proc/[0-9]*; do p=\${d#/proc/}; case "$p" in 1|${keeperPid}|$$) continue;; esac; kill -KILL "$p" 2>/dev/null; done; exit 0`;
+  return [
+    `s=$$; seen=' '; n=0`,
+    `while [ $n -lt 64 ]; do n=$((n+1)); fresh=`,
+    `for d in /proc/[0-9]*; do p=\${d#/proc/}; case "$p" in 1|${keeperPid}|$s) continue;; esac`,
+    `case "$seen" in *" $p "*) continue;; esac; kill -STOP "$p" 2>/dev/null && seen="$seen$p " && fresh=1; done`,
+    `[ -z "$fresh" ] && break; done`,
+    `for p in $seen; do kill -KILL "$p" 2>/dev/null; done; exit 0`,
+  ].join('\n');
 }
 
 export interface SessionHandle {
@@ -77,6 +90,8 @@ export class DockerSession implements SessionHandle {
   private writeWatch: WriteWatch | undefined;
   /** While a command runs: what a write-quota breach does to it. */
   private onWriteQuota: (() => void) | undefined;
+  /** A kill of what earlier commands left running, started between commands; the next command waits for it. */
+  private sweeping: Promise<unknown> | undefined;
 
   constructor(
     private readonly container: Docker.Container,
@@ -113,10 +128,13 @@ export class DockerSession implements SessionHandle {
       if (this.onWriteQuota) this.onWriteQuota();
       else if (!this.ended) {
         this.log.warn('write quota reached between commands: killing what earlier commands left running');
-        this.killAll().then(
-          () => this.writeWatch?.rebase(),
-          (err: unknown) => this.log.warn({ err }, 'could not kill leftovers over the write quota'),
-        ).catch(() => undefined);
+        this.sweeping ??= this.killAll()
+          .then(
+            () => this.writeWatch?.rebase(),
+            (err: unknown) => this.log.warn({ err }, 'could not kill leftovers over the write quota'),
+          )
+          .catch(() => undefined)
+          .finally(() => (this.sweeping = undefined));
       }
     });
   }
@@ -160,7 +178,19 @@ export class DockerSession implements SessionHandle {
     let exec: Docker.Exec | undefined;
     let stream: Duplex | undefined;
     try {
-      await this.writeWatch?.rebase();
+      // A kill of leftovers under way would take the new command with them (and two kill scripts would stop
+      // each other): wait for it, and for one the rebase itself may start, until none is under way as the
+      // command takes over the watchdog's breaches (synchronously, below).
+      for (let tries = 0; ; tries++) {
+        await this.sweeping;
+        await this.writeWatch?.rebase();
+        if (!this.sweeping) break;
+        if (tries === 3) {
+          this.log.warn('what earlier commands left running goes on past the write quota; ending the session');
+          await this.close();
+          return { ...finish(), error: { code: 'session_ended', message: 'what earlier commands left running could not be stopped, so the session was ended' } };
+        }
+      }
       this.onWriteQuota = () => {
         result.writeQuotaExceeded = true;
         kill('write quota');

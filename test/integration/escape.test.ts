@@ -16,7 +16,7 @@ import { resolveCwd } from '../../src/service/exec-service.js';
 import { engine } from '../support/app.js';
 import { listenOnEngine } from '../support/engine-app.js';
 import { readNdjson } from '../support/ndjson.js';
-import { SANDBOX_IMAGE, TEST_RUNTIME, projectDir, sandboxSettings, silentLogger, runInSession } from '../support/sandbox.js';
+import { IS_GVISOR, SANDBOX_IMAGE, TEST_RUNTIME, projectDir, sandboxSettings, silentLogger, runInSession } from '../support/sandbox.js';
 
 /*
  * The escape suite (issue 8): each test is one attempt to get out of the sandbox, or to make the service reach
@@ -680,6 +680,37 @@ describe('resource abuse', () => {
     await gone(r0, s.execId);
     if (warm) expect(await docker.listContainers({ all: true, filters: { label: [`${LABEL_INSTANCE}=esc-warm-${tag}`] } })).toEqual([]);
     expect(hostProcesses(/^sleep 777[1-4]$/)).toEqual([]);
+  });
+
+  it('a session command is stopped whole before any of it is killed: no process of it sees another die and runs on', async () => {
+    // Eight watchers, each waiting on a sleeper whose pid has one digit more than the watchers' (pids are burned
+    // up to just below the next power of ten first); then output past maxOutputBytes has the command killed.
+    // /proc lists by name, pid 100 before pid 99: a kill that went down that list one process at a time killed
+    // the sleepers first, and watchers wrote to `leaked` (4 to 8 of 8, in each of 8 rounds tried by hand).
+    const race = [
+      'rm -f armed leaked',
+      'b=10; while [ $b -le $(( $$ + 40 )) ]; do b=$((b*10)); done',
+      `until [ "$(sh -c 'echo $$')" -ge $((b-30)) ]; do :; done`,
+      `for j in 1 2 3 4 5 6 7 8; do sh -c 'while :; do sleep 1000 & [ $! -ge '$b' ] && break; done; echo >> armed; wait $!; echo >> leaked' & done`,
+      'until [ "$(cat armed 2>/dev/null | wc -l)" -ge 8 ]; do sleep 0.05; done',
+      'head -c 4000000 /dev/zero; wait',
+    ].join('\n');
+    // About 100 processes at once: under gVisor the pids limit counts its own threads too (README, gVisor notes).
+    const s = spec('', { settings: { pidsLimit: IS_GVISOR ? 4096 : 256 } });
+    const session = await runner.openSession({ sessionId: `ses_esc_kill_${tag}`, team: s.team, mounts: s.mounts, sandbox: s.sandbox, scratchMb: 16, lifetimeMs: 120_000 });
+    try {
+      // Two rounds: the watchers' pids below 100, then below 1000 (under gVisor, where burning 900 pids takes
+      // half a minute, the first only).
+      for (let round = 0; round < (IS_GVISOR ? 1 : 2); round++) {
+        const killed = await runInSession(session, race, '/scratch', 30_000);
+        expect(killed.result, killed.out.slice(0, 300)).toMatchObject({ truncated: true, timedOut: false });
+        const after = await runInSession(session, 'wc -l < armed; cat leaked 2>/dev/null | wc -l; ps -eo args | grep -c "^sleep 1000" || true', '/scratch', 10_000);
+        expect(after).toMatchObject({ out: '8\n0\n0\n', result: { exitCode: 0 } });
+      }
+      expect(session.alive).toBe(true);
+    } finally {
+      await session.close();
+    }
   });
 });
 
