@@ -6,6 +6,7 @@ import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import { createReadStream, realpathSync, statSync } from 'node:fs';
 import type { Duplex } from 'node:stream';
+import { basename } from 'node:path';
 import type { SandboxSettings } from '../config/load.js';
 import type { AllowedPath } from '../policy/types.js';
 import { DockerDemuxer, demuxDockerStream } from './demux.js';
@@ -166,6 +167,7 @@ export class DockerRunner implements Runner {
   private readonly removals = new Set<Promise<void>>();
   private readonly networks = new Map<string, Promise<string>>();
   private readonly imageIds = new Map<string, Promise<string>>();
+  private readonly gvisorRuntimes = new Map<string, Promise<boolean>>();
   readonly pool: WarmPool;
   /** Set by close(): removals stop waiting for containers to exit by themselves (graceWaiters wakes them). */
   private closing = false;
@@ -241,7 +243,7 @@ export class DockerRunner implements Runner {
     let container: Docker.Container | undefined;
     try {
       checkMounts(spec.mounts);
-      container = await this.docker.createContainer(containerSpec(spec, this.instance, this.now(), network, imageId));
+      container = await this.createSandbox(spec, network, imageId);
       const stream = (await container.attach({ stream: true, stdout: true, stderr: true, stdin: true, hijack: true })) as NodeJS.ReadWriteStream;
       // A reset or a forced removal while it waits must not become an unhandled 'error' event.
       stream.on('error', (err) => this.log.debug({ err, label }, 'warm container stream error'));
@@ -320,7 +322,7 @@ export class DockerRunner implements Runner {
         checkMounts(spec.mounts);
         // WorkingDir /: the cwd (under /scratch) may only exist once the files are in; the script cds there.
         const bootSpec: RunSpec = { ...spec, command: BOOTSTRAP, shell: BOOTSTRAP_SHELL, cwd: '/', stdin: Buffer.alloc(0) };
-        container = await this.docker.createContainer(containerSpec(bootSpec, this.instance, this.now(), network, imageId));
+        container = await this.createSandbox(bootSpec, network, imageId);
         stream = (await container.attach({ stream: true, stdout: true, stderr: true, stdin: true, hijack: true })) as NodeJS.ReadWriteStream;
         stream.on('error', (err) => this.log.debug({ err, execId: spec.execId }, 'sandbox stream error'));
         await container.start();
@@ -333,13 +335,13 @@ export class DockerRunner implements Runner {
       } else {
         checkMounts(spec.mounts);
         try {
-          container = await this.docker.createContainer(containerSpec(spec, this.instance, this.now(), network, imageId));
+          container = await this.createSandbox(spec, network, imageId);
         } catch (err) {
           // The tag was rebuilt or removed since it was resolved: resolve it again, once.
           if ((err as DockerError).statusCode !== 404) throw err;
           this.imageIds.delete(spec.sandbox.image);
           imageId = await this.imageId(spec.sandbox.image);
-          container = await this.docker.createContainer(containerSpec(spec, this.instance, this.now(), network, imageId));
+          container = await this.createSandbox(spec, network, imageId);
         }
         const withStdin = spec.stdin !== undefined;
         // Hijacked even without stdin: the output then comes as the raw socket's reads. Read as an HTTP body it
@@ -460,7 +462,7 @@ export class DockerRunner implements Runner {
     this.activeExecs.add(spec.sessionId);
     let container: Docker.Container | undefined;
     try {
-      container = await this.docker.createContainer(containerSpec(runSpec, this.instance, this.now(), network, imageId));
+      container = await this.createSandbox(runSpec, network, imageId);
       const stream = (await container.attach({ stream: true, stdout: true, stderr: true, stdin: true, hijack: true })) as NodeJS.ReadWriteStream;
       await container.start();
       const keeperPid = await firstLine(stream, 10_000);
@@ -541,6 +543,31 @@ export class DockerRunner implements Runner {
       this.removals.delete(p);
     });
     this.removals.add(p);
+  }
+
+  /** Creates a sandbox container from its spec (container-spec.ts), knowing whether its runtime is gVisor. */
+  private async createSandbox(spec: RunSpec, network: string, imageId: string): Promise<Docker.Container> {
+    const gvisor = await this.isGvisor(spec.sandbox.runtime);
+    return this.docker.createContainer(containerSpec(spec, this.instance, this.now(), network, imageId, gvisor));
+  }
+
+  /**
+   * Whether dockerd's runtime of this name is gVisor: named `runsc`, or its binary is. Cached until the engine
+   * comes back from an outage; if dockerd cannot say, by the name alone, uncached.
+   */
+  private isGvisor(runtime: string): Promise<boolean> {
+    let p = this.gvisorRuntimes.get(runtime);
+    if (!p) {
+      p = (this.docker.info() as Promise<{ Runtimes?: Record<string, { path?: string }> }>).then(
+        (info) => runtime === 'runsc' || basename(info.Runtimes?.[runtime]?.path ?? '') === 'runsc',
+        () => {
+          this.gvisorRuntimes.delete(runtime);
+          return runtime === 'runsc';
+        },
+      );
+      this.gvisorRuntimes.set(runtime, p);
+    }
+    return p;
   }
 
   /** The image id (sha256 digest) a tag names, cached; the reaper's tick forgets the cache. */
@@ -692,6 +719,7 @@ export class DockerRunner implements Runner {
    */
   async recovered(): Promise<number> {
     this.imageIds.clear();
+    this.gvisorRuntimes.clear();
     this.networks.clear();
     this.pool.resetBreaker();
     const removed = await this.reap();

@@ -5,7 +5,7 @@ import Docker from 'dockerode';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { resolveConfig, type AppConfig } from '../../src/config/load.js';
-import { LABEL_INSTANCE, LABEL_MANAGED } from '../../src/runner/container-spec.js';
+import { LABEL_INSTANCE, LABEL_MANAGED, gvisorHostPids } from '../../src/runner/container-spec.js';
 import { DockerRunner } from '../../src/runner/docker-runner.js';
 import { ExecService } from '../../src/service/exec-service.js';
 import { engine } from '../support/app.js';
@@ -45,6 +45,7 @@ echo @@sockets; for s in /var/run/docker.sock /run/docker.sock /run/containerd/c
 echo @@rootfs; touch /var/tmp/cis-rootfs-probe 2>&1 || true
 echo @@netdev; sed -n '3,$p' /proc/net/dev | cut -d: -f1 | tr -d ' '
 echo @@id; id -u; id -g; id -G
+echo @@nproc; ulimit -Sp; ulimit -Hp
 echo @@ready
 while [ ! -e "$dir/release-$1" ]; do sleep 0.1; done
 `;
@@ -305,11 +306,21 @@ describe.each(KINDS)('CIS Docker Benchmark: a %s sandbox', (kind) => {
   });
 
   it('5.28: the number of processes is limited to the team setting (and the host kernel enforces it)', () => {
-    expect(s.info.HostConfig.PidsLimit).toBe(sandbox().pidsLimit);
+    if (IS_GVISOR) {
+      // The host cgroup also holds the sandbox kernel's own threads (about 8 per task), and reaching it ends
+      // the sandbox: it gets room for them, and the sandbox's kernel counts the tasks (RLIMIT_NPROC).
+      expect(s.info.HostConfig.PidsLimit).toBe(gvisorHostPids(sandbox().pidsLimit));
+      expect(s.cgroup.pidsMax).toBe(gvisorHostPids(sandbox().pidsLimit));
+      expect(s.info.HostConfig.Ulimits).toContainEqual({ Name: 'nproc', Soft: sandbox().pidsLimit, Hard: sandbox().pidsLimit });
+      // RLIMIT_NPROC, soft and hard, as dash's `ulimit -p` reads it (gVisor has no /proc/self/limits).
+      expect(s.inside.nproc).toBe(`${sandbox().pidsLimit}\n${sandbox().pidsLimit}\n`);
+    } else {
+      expect(s.info.HostConfig.PidsLimit).toBe(sandbox().pidsLimit);
+      expect(s.cgroup.pidsMax).toBe(sandbox().pidsLimit);
+      // RLIMIT_NPROC would count the uid's processes on the whole host: the cgroup is the limit.
+      expect((s.info.HostConfig.Ulimits ?? []).map((u) => u.Name)).not.toContain('nproc');
+    }
     expect(s.info.HostConfig.PidsLimit).toBeGreaterThan(0);
-    // Under gVisor the same host cgroup also holds the sandbox kernel's own threads (and, on the ptrace
-    // platform, its stub processes): the limit binds sooner than under runc.
-    expect(s.cgroup.pidsMax).toBe(sandbox().pidsLimit);
   });
 
   it('5.24: the container stays in its own cgroup under Docker (no CgroupParent), where those limits apply', () => {

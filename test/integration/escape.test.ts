@@ -610,6 +610,24 @@ describe('resource abuse', () => {
     await gone(runner, s.execId);
   });
 
+  it('the pids limit counts the sandbox\'s tasks, under gVisor too: at 256, 200 at once run, and a fork past the limit fails while the sandbox goes on', async () => {
+    // Under gVisor the host cgroup also holds its own threads; with the cgroup at the limit, the 24th
+    // background process ended the whole sandbox.
+    const command = [
+      'for i in $(seq 1 200); do sleep 1000 & done',
+      'n=0; for p in /proc/[0-9]*; do n=$((n+1)); done; echo "tasks>=$((n >= 200))"',
+      // Python forks until the kernel refuses (bash would retry for a minute).
+      `python3 -c 'import errno, os, time\nwhile True:\n try: pid = os.fork()\n except OSError as e: print("refused", errno.errorcode[e.errno]); break\n if pid == 0: time.sleep(1000)'`,
+      'echo survived',
+    ].join('\n');
+    const s = spec(command, { settings: { pidsLimit: 256, memoryMb: 512 } });
+    const r = await drive(s);
+    expect(r.result.error).toBeUndefined();
+    expect(r.stdout).toBe('tasks>=1\nrefused EAGAIN\nsurvived\n');
+    expect(r.result.exitCode).toBe(0);
+    await gone(runner, s.execId);
+  });
+
   it('a memory hog is OOM-killed and reported (oomKilled), and its container removed', async () => {
     const s = spec('python3 -c "b = bytearray(400 * 1024 * 1024); print(len(b))"', { settings: { memoryMb: 64 } });
     const r = await drive(s);
@@ -695,8 +713,7 @@ describe('resource abuse', () => {
       'until [ "$(cat armed 2>/dev/null | wc -l)" -ge 8 ]; do sleep 0.05; done',
       'head -c 4000000 /dev/zero; wait',
     ].join('\n');
-    // About 100 processes at once: under gVisor the pids limit counts its own threads too (README, gVisor notes).
-    const s = spec('', { settings: { pidsLimit: IS_GVISOR ? 4096 : 256 } });
+    const s = spec('', { settings: { pidsLimit: 256 } }); // about 100 processes at once
     const session = await runner.openSession({ sessionId: `ses_esc_kill_${tag}`, team: s.team, mounts: s.mounts, sandbox: s.sandbox, scratchMb: 16, lifetimeMs: 120_000 });
     try {
       // Two rounds: the watchers' pids below 100, then below 1000 (under gVisor, where burning 900 pids takes
