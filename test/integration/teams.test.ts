@@ -1,10 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import Docker from 'dockerode';
 import { afterAll, describe, expect, it } from 'vitest';
-import { LABEL_TEAM, teamNetworkName } from '../../src/runner/container-spec.js';
+import { LABEL_TEAM, gvisorHostPids, teamNetworkName } from '../../src/runner/container-spec.js';
 import { DockerRunner } from '../../src/runner/docker-runner.js';
 import type { RunEvent, RunResult, RunSpec } from '../../src/runner/types.js';
-import { TEST_RUNTIME, projectDir, sandboxSettings, silentLogger } from '../support/sandbox.js';
+import { IS_GVISOR, TEST_RUNTIME, projectDir, sandboxSettings, silentLogger } from '../support/sandbox.js';
 
 const docker = new Docker();
 const runner = new DockerRunner({ instance: `teams-${randomUUID().slice(0, 8)}`, logger: silentLogger, docker });
@@ -50,7 +50,7 @@ describe('per-team sandboxes on a real engine', () => {
     expect(result.exitCode).toBe(0);
     expect(info!.Config.Labels[LABEL_TEAM]).toBe('web');
     expect(info!.Config.User).toBe('1234:1234');
-    expect(info!.HostConfig).toMatchObject({ Memory: 300 * 1024 * 1024, MemorySwap: 300 * 1024 * 1024, PidsLimit: 77, NanoCpus: 500_000_000, NetworkMode: 'none', ReadonlyRootfs: true, CapDrop: ['ALL'], Init: true, Privileged: false });
+    expect(info!.HostConfig).toMatchObject({ Memory: 300 * 1024 * 1024, MemorySwap: 300 * 1024 * 1024, PidsLimit: IS_GVISOR ? gvisorHostPids(77) : 77, NanoCpus: 500_000_000, NetworkMode: 'none', ReadonlyRootfs: true, CapDrop: ['ALL'], Init: true, Privileged: false });
     expect(info!.HostConfig.Tmpfs).toEqual({ '/tmp': 'rw,nosuid,nodev,size=16m,mode=1777' });
   });
 
