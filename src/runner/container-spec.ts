@@ -30,8 +30,28 @@ export const DEADLINE_GRACE_MS = 60_000;
  * sandbox's own kernel counts, as RLIMIT_NPROC (its tasks all run as the sandbox user; a fork past it fails
  * with EAGAIN, as under runc), and the host cgroup gets room for that many tasks' threads. The cgroup still
  * bounds the host: a fork bomb held by RLIMIT_NPROC grows gVisor's threads until it ends the sandbox there.
+ * Each sandbox may so take ten times more of the host's pids (2,624 at the default 256): count them against
+ * the host's pid_max (often 32,768 where it was never raised) when many sandboxes run at once.
  */
-export const gvisorHostPids = (pidsLimit: number): number => 64 + 10 * pidsLimit;
+export const gvisorHostPids = (pidsLimit: number): number => Math.min(64 + 10 * pidsLimit, PID_MAX_LIMIT);
+/** A runtime as `docker info` describes it (Runtimes[name]). */
+export interface DockerRuntimeInfo {
+  path?: string;
+  runtimeType?: string;
+  options?: { BinaryName?: string } | null;
+}
+
+/**
+ * Whether a runtime is gVisor: named `runsc`, or its binary is (`path`; for a runtime registered as a
+ * containerd shim, `options.BinaryName` or a `runtimeType` of io.containerd.runsc.v1).
+ */
+export function runtimeIsGvisor(name: string, info: DockerRuntimeInfo | undefined): boolean {
+  const binary = (info?.path ?? info?.options?.BinaryName ?? '').split('/').at(-1);
+  return name === 'runsc' || binary === 'runsc' || /(^|\.)runsc(\.|$)/.test(info?.runtimeType ?? '');
+}
+
+/** The largest pid_max Linux allows, and so the largest pids.max it accepts (4,194,304). */
+const PID_MAX_LIMIT = 1 << 22;
 
 /**
  * The Docker create body of one sandbox (SPEC §4). Every setting is fixed here, at creation, so the

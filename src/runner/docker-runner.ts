@@ -1,12 +1,11 @@
 import Docker from 'dockerode';
 import type { Logger } from 'pino';
-import { LABEL_DEADLINE, LABEL_EXEC, LABEL_INSTANCE, LABEL_MANAGED, LABEL_TEAM, containerSpec, teamNetworkName } from './container-spec.js';
+import { LABEL_DEADLINE, LABEL_EXEC, LABEL_INSTANCE, LABEL_MANAGED, LABEL_TEAM, containerSpec, runtimeIsGvisor, teamNetworkName, type DockerRuntimeInfo } from './container-spec.js';
 import { randomBytes } from 'node:crypto';
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import { createReadStream, realpathSync, statSync } from 'node:fs';
 import type { Duplex } from 'node:stream';
-import { basename } from 'node:path';
 import type { SandboxSettings } from '../config/load.js';
 import type { AllowedPath } from '../policy/types.js';
 import { DockerDemuxer, demuxDockerStream } from './demux.js';
@@ -551,18 +550,16 @@ export class DockerRunner implements Runner {
     return this.docker.createContainer(containerSpec(spec, this.instance, this.now(), network, imageId, gvisor));
   }
 
-  /**
-   * Whether dockerd's runtime of this name is gVisor: named `runsc`, or its binary is. Cached until the engine
-   * comes back from an outage; if dockerd cannot say, by the name alone, uncached.
-   */
+  /** Whether dockerd's runtime of this name is gVisor (runtimeIsGvisor), cached until the engine comes back. */
   private isGvisor(runtime: string): Promise<boolean> {
     let p = this.gvisorRuntimes.get(runtime);
     if (!p) {
-      p = (this.docker.info() as Promise<{ Runtimes?: Record<string, { path?: string }> }>).then(
-        (info) => runtime === 'runsc' || basename(info.Runtimes?.[runtime]?.path ?? '') === 'runsc',
+      p = (this.docker.info() as Promise<{ Runtimes?: Record<string, DockerRuntimeInfo> }>).then(
+        (info) => runtimeIsGvisor(runtime, info.Runtimes?.[runtime]),
         () => {
+          // dockerd cannot say: by the name alone, and ask again next time.
           this.gvisorRuntimes.delete(runtime);
-          return runtime === 'runsc';
+          return runtimeIsGvisor(runtime, undefined);
         },
       );
       this.gvisorRuntimes.set(runtime, p);

@@ -23,6 +23,8 @@ const KILL_GRACE_MS = 5_000;
 const OUTPUT_GRACE_MS = 200;
 /** How often to ask Docker whether the command's process is still running. */
 const POLL_MS = 100;
+/** Kills of leftovers over the write quota with no command between them, before the session is ended. */
+const MAX_SWEEPS = 3;
 
 export interface SessionCommand {
   command: string;
@@ -38,22 +40,31 @@ export interface SessionCommand {
  * Kills every process in the container except PID 1 (docker-init), the keeper and itself: a session runs one
  * command at a time, so that is the command and everything it started, however it detached (setsid, double
  * fork, a cleared environment). Processes of earlier commands left running in the background go too. Pure
- * sh and /proc.
+ * sh and /proc; it exits 0 once nothing else is left, 1 if it could not get there.
  *
  * It stops them all (SIGSTOP) before it kills any. Killed one at a time, in the order /proc lists them (by
  * name, so pid 100 before pid 99), a parent could see its child die and run on for a moment: `yes | split;
  * echo done` printed `done` after the write quota stopped it. A stopped process runs nothing and forks
  * nothing, so the passes over /proc repeat until one finds nothing new, and then every process is killed.
- * The number of passes is bounded; the pids limit bounds each one.
+ * That is a round; rounds repeat until one finds nothing alive, because a kill can set something going again:
+ * a process group orphaned by the kills gets SIGCONT from the kernel, and a member that ignores SIGHUP may
+ * fork before its own SIGKILL. Zombies (and the dead) are skipped: docker-init reaps them. Passes and rounds
+ * are bounded, and the pids limit bounds each pass.
  */
 export function killScript(keeperPid: number): string {
   return [
-    `s=$$; seen=' '; n=0`,
+    `s=$$; r=0`,
+    `while [ $r -lt 50 ]; do r=$((r+1)); seen=' '; n=0`,
     `while [ $n -lt 64 ]; do n=$((n+1)); fresh=`,
     `for d in /proc/[0-9]*; do p=\${d#/proc/}; case "$p" in 1|${keeperPid}|$s) continue;; esac`,
-    `case "$seen" in *" $p "*) continue;; esac; kill -STOP "$p" 2>/dev/null && seen="$seen$p " && fresh=1; done`,
+    `case "$seen" in *" $p "*) continue;; esac`,
+    // The state letter: /proc/<pid>/stat after the last ") " (the command name may hold anything).
+    `st=; read -r st 2>/dev/null < "$d/stat"; st=\${st##*) }; case "$st" in Z*|X*|'') continue;; esac`,
+    `kill -STOP "$p" 2>/dev/null && seen="$seen$p " && fresh=1; done`,
     `[ -z "$fresh" ] && break; done`,
-    `for p in $seen; do kill -KILL "$p" 2>/dev/null; done; exit 0`,
+    `[ "$seen" = ' ' ] && exit 0`,
+    `for p in $seen; do kill -KILL "$p" 2>/dev/null; done`,
+    `sleep 0.02 2>/dev/null; done; exit 1`,
   ].join('\n');
 }
 
@@ -92,6 +103,8 @@ export class DockerSession implements SessionHandle {
   private onWriteQuota: (() => void) | undefined;
   /** A kill of what earlier commands left running, started between commands; the next command waits for it. */
   private sweeping: Promise<unknown> | undefined;
+  /** Such kills since the last command started. */
+  private sweepsSinceCommand = 0;
 
   constructor(
     private readonly container: Docker.Container,
@@ -126,13 +139,17 @@ export class DockerSession implements SessionHandle {
   async watchWrites(start: (stop: () => void) => Promise<WriteWatch | undefined>): Promise<void> {
     this.writeWatch = await start(() => {
       if (this.onWriteQuota) this.onWriteQuota();
-      else if (!this.ended) {
+      else if (!this.ended && !this.sweeping) {
+        // A kill that worked leaves nothing to write: breach after breach with no command between means it
+        // did not.
+        if (++this.sweepsSinceCommand > MAX_SWEEPS) {
+          this.log.warn('what earlier commands left running goes on past the write quota; ending the session');
+          this.close().catch(() => undefined);
+          return;
+        }
         this.log.warn('write quota reached between commands: killing what earlier commands left running');
-        this.sweeping ??= this.killAll()
-          .then(
-            () => this.writeWatch?.rebase(),
-            (err: unknown) => this.log.warn({ err }, 'could not kill leftovers over the write quota'),
-          )
+        this.sweeping = this.clear('leftovers over the write quota')
+          .then(() => (this.ended ? undefined : this.writeWatch?.rebase()))
           .catch(() => undefined)
           .finally(() => (this.sweeping = undefined));
       }
@@ -147,11 +164,29 @@ export class DockerSession implements SessionHandle {
     return { exec, stream };
   }
 
+  /** Runs killScript; rejects unless it ended, with 0, in time (it may have been stopped itself). */
   private async killAll(): Promise<void> {
     const { exec, stream } = await this.spawn(['/bin/sh', '-c', killScript(this.keeperPid)], false);
     stream.resume();
-    for (let i = 0; i < 50 && ((await exec.inspect()) as ExecInfo).Running; i++) await sleep(POLL_MS);
+    let info = (await exec.inspect()) as ExecInfo;
+    for (let i = 0; i < 50 && info.Running; i++) {
+      await sleep(POLL_MS);
+      info = (await exec.inspect()) as ExecInfo;
+    }
     stream.destroy();
+    if (info.Running || info.ExitCode !== 0) throw new Error(info.Running ? 'the kill did not finish' : `the kill exited with ${info.ExitCode}`);
+  }
+
+  /**
+   * Kills everything but the keeper (killAll). If that fails, nothing in the session can be trusted to have
+   * stopped, so the session is ended (its container removed).
+   */
+  private clear(why: string): Promise<void> {
+    this.log.debug({ why }, 'killing every process of the session');
+    return this.killAll().catch(async (err: unknown) => {
+      this.log.warn({ err, why }, 'could not clear the session; ending it');
+      await this.close();
+    });
   }
 
   async *run(cmd: SessionCommand, signal: AbortSignal): AsyncGenerator<RunEvent, RunResult, void> {
@@ -165,9 +200,9 @@ export class DockerSession implements SessionHandle {
     let killedAt = 0;
     const kill = (why: string): void => {
       if (killing) return;
-      this.log.debug({ why }, 'killing the session command');
       killedAt = Date.now();
-      killing = this.killAll().catch((err: unknown) => this.log.warn({ err }, 'could not kill a session command'));
+      // After a kill of leftovers under way: two kill scripts at once could stop each other.
+      killing = Promise.resolve(this.sweeping).then(() => this.clear(why));
     };
     const onAbort = (): void => kill('client disconnected');
     const timer = setTimeout(() => {
@@ -185,12 +220,19 @@ export class DockerSession implements SessionHandle {
         await this.sweeping;
         await this.writeWatch?.rebase();
         if (!this.sweeping) break;
-        if (tries === 3) {
+        if (tries === MAX_SWEEPS) {
           this.log.warn('what earlier commands left running goes on past the write quota; ending the session');
           await this.close();
           return { ...finish(), error: { code: 'session_ended', message: 'what earlier commands left running could not be stopped, so the session was ended' } };
         }
       }
+      if (this.ended) return { ...finish(), error: { code: 'session_ended', message: 'the session has ended' } };
+      // Timed out, or the client left, while it waited: the command never starts.
+      if (killing) {
+        await killing;
+        return { ...finish(), ...(result.timedOut ? {} : { error: { code: 'client_disconnected', message: 'the client went away before the command started' } }) };
+      }
+      this.sweepsSinceCommand = 0;
       this.onWriteQuota = () => {
         result.writeQuotaExceeded = true;
         kill('write quota');

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { containerSpec, gvisorHostPids } from '../../src/runner/container-spec.js';
+import { containerSpec, gvisorHostPids, runtimeIsGvisor, type DockerRuntimeInfo } from '../../src/runner/container-spec.js';
 import type { RunSpec } from '../../src/runner/types.js';
 import { sandboxSettings } from '../support/sandbox.js';
 
@@ -38,5 +38,35 @@ describe('the pids limit in the create body', () => {
 
   it('gives gVisor room for its own threads: more than 8 a task and 54 at rest, for every limit', () => {
     for (const p of [8, 64, 128, 256, 1024, 4096]) expect(gvisorHostPids(p)).toBeGreaterThanOrEqual(54 + 8 * p);
+  });
+});
+
+describe('which runtimes are gVisor', () => {
+  const cases: [string, DockerRuntimeInfo | undefined, boolean][] = [
+    ['runsc', undefined, true],
+    ['runsc', { path: '/usr/bin/runsc', runtimeArgs: ['--network=none'] } as DockerRuntimeInfo, true],
+    ['gvisor', { path: '/usr/local/bin/runsc' }, true],
+    ['gvisor-kvm', { path: 'runsc' }, true],
+    ['runc', { path: 'runc' }, false],
+    ['runc', undefined, false],
+    ['crun', { path: '/usr/bin/crun' }, false],
+    ['kata', { path: '/usr/bin/kata-runtime' }, false],
+    ['sneaky', { path: '/opt/runsc-wrapper' }, false],
+    ['gv', { runtimeType: 'io.containerd.runsc.v1' }, true],
+    ['gv', { runtimeType: 'io.containerd.runc.v2', options: { BinaryName: '/usr/bin/runsc' } }, true],
+    ['rc', { runtimeType: 'io.containerd.runc.v2', options: null }, false],
+    ['rc', { runtimeType: 'io.containerd.runscx.v1' }, false],
+    ['rc', {}, false],
+  ];
+  it.each(cases)('%s %j: %s', (name, info, gvisor) => {
+    expect(runtimeIsGvisor(name, info)).toBe(gvisor);
+  });
+});
+
+describe('the host cgroup limit under gVisor', () => {
+  it('never passes what the kernel accepts as pids.max (4,194,304)', () => {
+    expect(gvisorHostPids(1 << 22)).toBe(1 << 22);
+    expect(gvisorHostPids(419_424)).toBe(4_194_304);
+    expect(gvisorHostPids(419_423)).toBe(4_194_294);
   });
 });
