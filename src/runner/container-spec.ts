@@ -34,6 +34,10 @@ export const DEADLINE_GRACE_MS = 60_000;
  * the host's pid_max (often 32,768 where it was never raised) when many sandboxes run at once.
  */
 export const gvisorHostPids = (pidsLimit: number): number => Math.min(64 + 10 * pidsLimit, PID_MAX_LIMIT);
+
+/** The largest pid_max Linux allows, and so the largest pids.max it accepts (4,194,304). */
+const PID_MAX_LIMIT = 1 << 22;
+
 /** A runtime as `docker info` describes it (Runtimes[name]). */
 export interface DockerRuntimeInfo {
   path?: string;
@@ -50,9 +54,6 @@ export function runtimeIsGvisor(name: string, info: DockerRuntimeInfo | undefine
   return name === 'runsc' || binary === 'runsc' || /(^|\.)runsc(\.|$)/.test(info?.runtimeType ?? '');
 }
 
-/** The largest pid_max Linux allows, and so the largest pids.max it accepts (4,194,304). */
-const PID_MAX_LIMIT = 1 << 22;
-
 /**
  * The Docker create body of one sandbox (SPEC §4). Every setting is fixed here, at creation, so the
  * container never needs a second API call to be hardened. `gvisor`: the runtime is gVisor (runsc), whatever
@@ -64,7 +65,7 @@ export function containerSpec(
   now: number,
   network: string = spec.sandbox.network,
   imageId: string = spec.sandbox.image,
-  gvisor: boolean = spec.sandbox.runtime === 'runsc',
+  gvisor: boolean = runtimeIsGvisor(spec.sandbox.runtime, undefined),
 ): ContainerCreateOptions {
   const s = spec.sandbox;
   const memory = s.memoryMb * 1024 * 1024;

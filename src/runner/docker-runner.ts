@@ -550,7 +550,7 @@ export class DockerRunner implements Runner {
     return this.docker.createContainer(containerSpec(spec, this.instance, this.now(), network, imageId, gvisor));
   }
 
-  /** Whether dockerd's runtime of this name is gVisor (runtimeIsGvisor), cached until the engine comes back. */
+  /** Whether dockerd's runtime of this name is gVisor (runtimeIsGvisor); cached, refreshed by ready(). */
   private isGvisor(runtime: string): Promise<boolean> {
     let p = this.gvisorRuntimes.get(runtime);
     if (!p) {
@@ -611,8 +611,10 @@ export class DockerRunner implements Runner {
 
   async ready(images: string[]): Promise<ReadyState> {
     try {
-      const info = (await this.docker.info()) as { Runtimes?: Record<string, unknown> };
+      const info = (await this.docker.info()) as { Runtimes?: Record<string, DockerRuntimeInfo> };
       const runtimes = Object.keys(info.Runtimes ?? {}).sort();
+      // What isGvisor would otherwise ask dockerd for again.
+      for (const [name, r] of Object.entries(info.Runtimes ?? {})) this.gvisorRuntimes.set(name, Promise.resolve(runtimeIsGvisor(name, r)));
       const present: Record<string, boolean> = {};
       for (const image of images) {
         present[image] = await this.docker

@@ -215,17 +215,12 @@ export class DockerSession implements SessionHandle {
     try {
       // A kill of leftovers under way would take the new command with them (and two kill scripts would stop
       // each other): wait for it, and for one the rebase itself may start, until none is under way as the
-      // command takes over the watchdog's breaches (synchronously, below).
-      for (let tries = 0; ; tries++) {
+      // command takes over the watchdog's breaches (synchronously, below). The watchdog ends the session
+      // after MAX_SWEEPS of them, which bounds this loop.
+      do {
         await this.sweeping;
         await this.writeWatch?.rebase();
-        if (!this.sweeping) break;
-        if (tries === MAX_SWEEPS) {
-          this.log.warn('what earlier commands left running goes on past the write quota; ending the session');
-          await this.close();
-          return { ...finish(), error: { code: 'session_ended', message: 'what earlier commands left running could not be stopped, so the session was ended' } };
-        }
-      }
+      } while (this.sweeping);
       if (this.ended) return { ...finish(), error: { code: 'session_ended', message: 'the session has ended' } };
       // Timed out, or the client left, while it waited: the command never starts.
       if (killing) {
