@@ -349,6 +349,10 @@ class DrainableRunner implements Runner {
   poolIdle(): Record<string, number> {
     return this.inner.poolIdle();
   }
+
+  poolBreakerOpen(): boolean {
+    return this.inner.poolBreakerOpen();
+  }
 }
 
 async function audit(argv: string[]): Promise<void> {

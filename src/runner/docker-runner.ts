@@ -221,6 +221,10 @@ export class DockerRunner implements Runner {
     return out;
   }
 
+  poolBreakerOpen(): boolean {
+    return this.pool.breakerOpen;
+  }
+
   private async createWarm(key: string): Promise<WarmContainer> {
     const entry = this.poolSpecs.get(key);
     if (!entry) throw new Error('no pool template for this key');
@@ -299,6 +303,7 @@ export class DockerRunner implements Runner {
       const small = spec.command.length + JSON.stringify(spec.env).length < 32 * 1024;
       // A run with files gets a fresh container with a /scratch of its own: never a pooled one.
       const warm = small && !spec.scratch ? this.pool.take(poolKey(spec.team, spec.sandbox, spec.mounts, network, imageId)) : undefined;
+      if (spec.sandbox.pool.size > 0) result.pool = warm ? 'hit' : small && !spec.scratch ? 'miss' : 'bypass';
       const sendScript = (to: NodeJS.ReadWriteStream, nonce: string) => {
         to.write(encodeLine(warmScript(spec, nonce, spec.scratch?.collect !== undefined)));
         if (spec.stdin !== undefined) to.end(spec.stdin);

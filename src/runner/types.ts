@@ -67,7 +67,15 @@ export interface RunResult {
   /** What ScratchSpec.collect answered, or why collecting failed (the command's own result stands). */
   collected?: unknown;
   collectError?: { code: string; message: string; entry?: string | undefined } | undefined;
+  /**
+   * For a team with a warm pool (sandbox.pool.size > 0), how the run got its container: `hit` a warm one,
+   * `miss` none was waiting (or the pool could not be refilled) so it took the cold path, `bypass` the run
+   * cannot use the pool (it has files, or its command and env reach 32 KiB). Unset for a team without a pool.
+   */
+  pool?: PoolOutcome | undefined;
 }
+
+export type PoolOutcome = 'hit' | 'miss' | 'bypass';
 
 export interface ReadyState {
   ok: boolean;
@@ -91,4 +99,6 @@ export interface Runner {
   openSession?(spec: SessionSpec): Promise<SessionHandle>;
   /** Warm containers waiting, per team (runners without a pool: none). */
   poolIdle?(): Record<string, number>;
+  /** Whether Docker failures have opened the warm pool's circuit breaker (nothing refills; runs go cold). */
+  poolBreakerOpen?(): boolean;
 }

@@ -244,6 +244,7 @@ export class ExecService {
       },
       queueDepth: () => Object.fromEntries([...this.quotas].map(([team, q]) => [team, q.depth])),
       poolIdle: () => deps.runner.poolIdle?.() ?? {},
+      poolBreakerOpen: () => deps.runner.poolBreakerOpen?.() ?? false,
     };
     this.notifier =
       deps.notifier ??
@@ -581,6 +582,7 @@ export class ExecService {
       yield { type: 'artifact', execId: p.execId, error };
     }
 
+    if (result.pool) this.metrics.poolRequests.inc({ team: p.team.name, result: result.pool });
     const fields = { exitCode: result.exitCode, durationMs: result.durationMs, timedOut: result.timedOut, oomKilled: result.oomKilled, truncated: result.truncated, writeQuotaExceeded: result.writeQuotaExceeded === true, bytesOut };
     if (result.error) {
       if (['docker_unavailable', 'image_missing', 'runtime_unavailable', 'runner_failed'].includes(result.error.code)) this.metrics.dockerErrors.inc({ team: p.team.name, code: result.error.code });

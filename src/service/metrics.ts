@@ -5,12 +5,13 @@ export interface MetricSources {
   approvalsPending(): Record<string, number>;
   queueDepth(): Record<string, number>;
   poolIdle(): Record<string, number>;
+  poolBreakerOpen(): boolean;
 }
 
 export class Metrics {
   readonly registry = new Registry();
   /** Read at scrape time by the gauges below. */
-  sources: MetricSources = { approvalsPending: () => ({}), queueDepth: () => ({}), poolIdle: () => ({}) };
+  sources: MetricSources = { approvalsPending: () => ({}), queueDepth: () => ({}), poolIdle: () => ({}), poolBreakerOpen: () => false };
   readonly executions = new Counter({ name: 'execgate_executions_total', help: 'Executions by team, decision and final status', labelNames: ['team', 'decision', 'status'], registers: [this.registry] });
   readonly duration = new Histogram({
     name: 'execgate_execution_duration_seconds',
@@ -24,6 +25,18 @@ export class Metrics {
   readonly containersRunning = new Gauge({ name: 'execgate_containers_running', help: 'Sandboxes running a command now', labelNames: ['team'], registers: [this.registry] });
   readonly queueDepth: Gauge<'team'> = gaugeFrom(this, 'execgate_queue_depth', 'Executions waiting for a quota slot', () => this.sources.queueDepth());
   readonly poolIdle: Gauge<'team'> = gaugeFrom(this, 'execgate_pool_idle', 'Warm containers waiting for a command', () => this.sources.poolIdle());
+  readonly poolRequests = new Counter({
+    name: 'execgate_pool_requests_total',
+    help: 'Runs of teams with a warm pool, by how they got their container: hit (a warm one), miss (none waiting: cold path), bypass (files or a command of 32 KiB or more: cold path)',
+    labelNames: ['team', 'result'],
+    registers: [this.registry],
+  });
+  readonly poolBreakerOpen: Gauge = new Gauge({
+    name: 'execgate_pool_breaker_open',
+    help: '1 while Docker failures hold the warm pool\'s circuit breaker open (nothing refills; runs take the cold path)',
+    registers: [this.registry],
+    collect: (): void => this.poolBreakerOpen.set(this.sources.poolBreakerOpen() ? 1 : 0),
+  });
   readonly rejectedByQuota = new Counter({ name: 'execgate_quota_rejections_total', help: 'Requests refused with 429', labelNames: ['team'], registers: [this.registry] });
 
   constructor() {

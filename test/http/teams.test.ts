@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
+import type { PoolOutcome } from '../../src/runner/types.js';
 import { TOKENS, auth, ndjson, testApp, type TestApp } from '../support/app.js';
 
 let t: TestApp;
@@ -110,5 +111,21 @@ describe('GET /metrics', () => {
     expect(r.body).toContain('# TYPE execgate_approvals_pending gauge');
     expect(r.body).toMatch(/execgate_containers_running\{team="data"\} 0/);
     expect(r.body).toContain('execgate_docker_errors_total');
+  });
+
+  it('counts warm-pool hits, misses and bypasses per team, failed runs too, and shows the circuit breaker', async () => {
+    t = await testApp({ exec: { mode: 'allowed' } });
+    const pool: Record<string, PoolOutcome | undefined> = { 'echo a': 'hit', 'echo b': 'hit', 'echo c': 'miss', 'echo d': 'bypass', 'echo e': undefined };
+    t.runner.behaviour = (s) => (s.command === 'echo f' ? { pool: 'miss', error: { code: 'docker_unavailable', message: 'engine down' } } : { stdout: ['x\n'], pool: pool[s.command] });
+    for (const command of ['echo a', 'echo b', 'echo c', 'echo d', 'echo e', 'echo f']) await exec({ command });
+    await exec({ command: 'echo a' }, TOKENS.otherAgent);
+    const metrics = async () => (await t.app.inject({ url: '/metrics' })).body;
+    const counts = (body: string) => Object.fromEntries([...body.matchAll(/^execgate_pool_requests_total\{team="(\w+)",result="(\w+)"\} (\d+)$/gm)].map((m) => [`${m[1]} ${m[2]}`, Number(m[3])]));
+    const body = await metrics();
+    // A run whose team has no pool (the runner reports nothing) is not counted.
+    expect(counts(body)).toEqual({ 'data hit': 2, 'data miss': 2, 'data bypass': 1, 'web hit': 1 });
+    expect(body).toMatch(/^execgate_pool_breaker_open 0$/m);
+    t.runner.breakerOpen = true;
+    expect(await metrics()).toMatch(/^execgate_pool_breaker_open 1$/m);
   });
 });

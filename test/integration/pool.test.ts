@@ -65,7 +65,7 @@ describe('warm pool on a real engine', () => {
     expect(before).toContain(r.containerId);
     expect(r.stdout).toBe('no newlineQUIET\n');
     expect(r.stderr).toBe(` it's here\n${project.path}\n`);
-    expect(r.result).toMatchObject({ exitCode: 7, timedOut: false, truncated: false });
+    expect(r.result).toMatchObject({ exitCode: 7, timedOut: false, truncated: false, pool: 'hit' });
     expect(runner.pool.hits).toBe(1);
     // Under bash, the shell the policy parsed it as (dash would run `echo DASH` as a second command).
     const b = await drive(runner, spec(`echo $'\\' ; echo DASH ; #'`, sandbox));
@@ -196,10 +196,29 @@ describe('warm pool on a real engine', () => {
     await runner.configurePool([{ team: 'pool', sandbox, mounts }]);
     for (let i = 0; i < 100 && !runner.pool.breakerOpen; i++) await new Promise((r) => setTimeout(r, 50));
     expect(runner.pool.breakerOpen).toBe(true);
+    expect(runner.poolBreakerOpen()).toBe(true);
     const r = await drive(runner, spec('echo cold', sandbox));
     expect(r.stdout).toBe('cold\n');
-    expect(r.result.exitCode).toBe(0);
+    expect(r.result).toMatchObject({ exitCode: 0, pool: 'miss' });
     expect(runner.pool.hits).toBe(0);
+  });
+
+  it('a run says how it got its container: a big command bypasses the pool, a team without one says nothing', async () => {
+    const runner = newRunner();
+    const sandbox = pooled({ pool: { size: 1, maxIdleMs: 600_000 } });
+    await runner.configurePool([{ team: 'pool', sandbox, mounts }]);
+    await warmed(runner, 1);
+    expect(runner.poolBreakerOpen()).toBe(false);
+    // 32 KiB of command and env or more goes cold: the warm protocol sends the script as one line.
+    const big = await drive(runner, spec(`: ${'x'.repeat(33 * 1024)}; echo big`, sandbox));
+    expect(big.stdout).toBe('big\n');
+    expect(big.result).toMatchObject({ exitCode: 0, pool: 'bypass' });
+    expect(runner.pool.idleCount()).toBe(1);
+    const hit = await drive(runner, spec('echo warm', sandbox));
+    expect(hit.result).toMatchObject({ exitCode: 0, pool: 'hit' });
+    const none = await drive(runner, spec('echo cold', sandboxSettings(), { team: 'nopool' }));
+    expect(none.stdout).toBe('cold\n');
+    expect(none.result.pool).toBeUndefined();
   });
 
   it("pool containers are gone after shutdown, and after a crash the next instance's reaper removes them", async () => {

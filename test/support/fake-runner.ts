@@ -1,4 +1,4 @@
-import type { ReadyState, RunEvent, RunResult, RunSpec, Runner } from '../../src/runner/types.js';
+import type { PoolOutcome, ReadyState, RunEvent, RunResult, RunSpec, Runner } from '../../src/runner/types.js';
 
 export interface FakeBehaviour {
   stdout?: (string | Buffer)[];
@@ -7,6 +7,8 @@ export interface FakeBehaviour {
   /** Keep the "container" running until aborted. */
   hang?: boolean;
   error?: { code: string; message: string };
+  /** What the run reports of the warm pool (RunResult.pool). */
+  pool?: PoolOutcome;
 }
 
 /**
@@ -17,6 +19,7 @@ export class FakeRunner implements Runner {
   readonly runs: RunSpec[] = [];
   live = 0;
   readyState: ReadyState = { ok: true, runtimes: ['runc', 'runsc'], images: {} };
+  breakerOpen = false;
 
   constructor(public behaviour: (spec: RunSpec) => FakeBehaviour = (s) => ({ stdout: [`ran: ${s.command}\n`] })) {}
 
@@ -24,7 +27,7 @@ export class FakeRunner implements Runner {
     this.runs.push(spec);
     const b = this.behaviour(spec);
     const t0 = Date.now();
-    if (b.error) return { exitCode: null, durationMs: 0, timedOut: false, oomKilled: false, truncated: false, error: b.error };
+    if (b.error) return { exitCode: null, durationMs: 0, timedOut: false, oomKilled: false, truncated: false, error: b.error, pool: b.pool };
     this.live++;
     try {
       yield { type: 'started', containerId: `fake_${this.runs.length}`, image: spec.sandbox.image, imageId: 'sha256:fake' };
@@ -34,7 +37,7 @@ export class FakeRunner implements Runner {
         await new Promise<void>((resolve) => (signal.aborted ? resolve() : signal.addEventListener('abort', () => resolve(), { once: true })));
         return { exitCode: 137, durationMs: Date.now() - t0, timedOut: false, oomKilled: false, truncated: false, error: { code: 'client_disconnected', message: 'aborted' } };
       }
-      return { exitCode: b.exitCode ?? 0, durationMs: Date.now() - t0, timedOut: false, oomKilled: false, truncated: false };
+      return { exitCode: b.exitCode ?? 0, durationMs: Date.now() - t0, timedOut: false, oomKilled: false, truncated: false, pool: b.pool };
     } finally {
       this.live--;
     }
@@ -47,4 +50,7 @@ export class FakeRunner implements Runner {
     return 0;
   }
   async close(): Promise<void> {}
+  poolBreakerOpen(): boolean {
+    return this.breakerOpen;
+  }
 }
