@@ -6,7 +6,7 @@ import { LABEL_INSTANCE } from '../../src/runner/container-spec.js';
 import { DockerRunner } from '../../src/runner/docker-runner.js';
 import type { RunEvent, RunResult, RunSpec } from '../../src/runner/types.js';
 import { BOOTSTRAP, BOOTSTRAP_SHELL } from '../../src/runner/warm.js';
-import { projectDir, sandboxSettings, silentLogger } from '../support/sandbox.js';
+import { SANDBOX_IMAGE, projectDir, sandboxSettings, silentLogger } from '../support/sandbox.js';
 
 const docker = new Docker();
 const project = projectDir();
@@ -185,6 +185,48 @@ describe('warm pool on a real engine', () => {
     expect(now.filter((id) => old.includes(id))).toEqual([]);
     const info = await docker.getContainer(now[0]!).inspect();
     expect(info.HostConfig.Memory).toBe(300 * 1024 * 1024);
+  });
+
+  it('a rebuilt image (its tag moved) changes the key: the old containers are drained, the new ones run the new image', async () => {
+    const instance = `pool-${randomUUID().slice(0, 8)}`;
+    const runner = newRunner(instance);
+    const tag = `pool-${randomUUID().slice(0, 8)}`;
+    const image = `execgate/pool-rebuild:${tag}`;
+    // "Rebuilt": a commit of an unstarted container of the sandbox image, with one more ENV, under the same tag.
+    const built: string[] = [];
+    const rebuild = async (generation: string) => {
+      const c = await docker.createContainer({ Image: SANDBOX_IMAGE, Cmd: ['true'], Labels: { [LABEL_INSTANCE]: instance } });
+      try {
+        const id = ((await c.commit({ repo: 'execgate/pool-rebuild', tag, changes: [`ENV GENERATION=${generation}`] })) as { Id: string }).Id;
+        built.push(id);
+        return id;
+      } finally {
+        await c.remove({ force: true });
+      }
+    };
+    try {
+      const first = await rebuild('one');
+      const sandbox = pooled({ image });
+      await runner.configurePool([{ team: 'pool', sandbox, mounts }]);
+      await warmed(runner, 2);
+      const old = await idleIds(instance);
+      for (const id of old) expect((await docker.getContainer(id).inspect()).Image).toBe(first);
+      const second = await rebuild('two');
+      // The reaper's tick forgets the resolved image ids and sets the pools again.
+      await runner.reap();
+      for (let i = 0; i < 100 && (await idleIds(instance)).some((id) => old.includes(id)); i++) await new Promise((r) => setTimeout(r, 100));
+      await warmed(runner, 2);
+      const now = await idleIds(instance);
+      expect(now.filter((id) => old.includes(id))).toEqual([]);
+      for (const id of now) expect((await docker.getContainer(id).inspect()).Image).toBe(second);
+      const r = await drive(runner, spec('echo "$GENERATION"', sandbox));
+      expect(r.result.pool).toBe('hit');
+      expect(now).toContain(r.containerId);
+      expect(r.stdout).toBe('two\n');
+    } finally {
+      await runner.close();
+      for (const id of built) await docker.getImage(id).remove({ force: true }).catch(() => undefined);
+    }
   });
 
   it('when Docker fails to start pool containers the breaker opens and requests take the cold path', async () => {
