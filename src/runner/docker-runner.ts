@@ -55,6 +55,9 @@ export interface PoolTemplate {
   mounts: readonly AllowedPath[];
 }
 
+/** A command and its env of this many bytes or more take the cold path, whatever the pool holds. */
+export const WARM_SCRIPT_MAX_BYTES = 32 * 1024;
+
 /** Everything fixed when a container is created; two runs with the same key can use the same warm pool. */
 export function poolKey(team: string, s: SandboxSettings, mounts: readonly AllowedPath[], network: string, imageId: string): string {
   return JSON.stringify([team, imageId, s.runtime, network, s.memoryMb, s.cpus, s.pidsLimit, s.tmpfsMb, s.writeQuotaMb ?? null, s.user, mounts.map((m) => [m.path, m.readOnly])]);
@@ -294,16 +297,19 @@ export class DockerRunner implements Runner {
       });
     };
 
+    // The warm protocol sends the script as one octal-escaped line read byte by byte: big ones go cold.
+    const small = Buffer.byteLength(spec.command) + Buffer.byteLength(JSON.stringify(spec.env)) < WARM_SCRIPT_MAX_BYTES;
+    // A run with files gets a fresh container with a /scratch of its own: never a pooled one.
+    const poolable = small && !spec.scratch;
+    // A miss until a warm container is taken: a run that fails before (Docker down, image gone) missed too.
+    if (spec.sandbox.pool.size > 0) result.pool = poolable ? 'miss' : 'bypass';
     try {
       const network = spec.sandbox.network === 'team' ? await this.teamNetwork(spec.team) : spec.sandbox.network;
       let imageId = await this.imageId(spec.sandbox.image);
       let waited: Promise<{ StatusCode: number | null; err?: unknown }>;
       let scanners: Record<'stdout' | 'stderr', MarkerScanner> | undefined;
-      // The warm protocol sends the script as one octal-escaped line read byte by byte: big ones go cold.
-      const small = spec.command.length + JSON.stringify(spec.env).length < 32 * 1024;
-      // A run with files gets a fresh container with a /scratch of its own: never a pooled one.
-      const warm = small && !spec.scratch ? this.pool.take(poolKey(spec.team, spec.sandbox, spec.mounts, network, imageId)) : undefined;
-      if (spec.sandbox.pool.size > 0) result.pool = warm ? 'hit' : small && !spec.scratch ? 'miss' : 'bypass';
+      const warm = poolable ? this.pool.take(poolKey(spec.team, spec.sandbox, spec.mounts, network, imageId)) : undefined;
+      if (warm && result.pool) result.pool = 'hit';
       const sendScript = (to: NodeJS.ReadWriteStream, nonce: string) => {
         to.write(encodeLine(warmScript(spec, nonce, spec.scratch?.collect !== undefined)));
         if (spec.stdin !== undefined) to.end(spec.stdin);
@@ -365,7 +371,7 @@ export class DockerRunner implements Runner {
         kill('time-out');
       }, spec.timeoutMs);
 
-      yield { type: 'started', containerId: container.id, image: spec.sandbox.image, imageId };
+      yield { type: 'started', containerId: container.id, image: spec.sandbox.image, imageId, ...(result.pool ? { pool: result.pool } : {}) };
 
       let total = 0;
       const max = spec.sandbox.maxOutputBytes;

@@ -48,7 +48,8 @@ export interface ScratchSpec {
 }
 
 export type RunEvent =
-  | { type: 'started'; containerId: string; image: string; imageId: string }
+  /** `pool`: as RunResult.pool, known once the container is chosen (so counted even if the run is cut short). */
+  | { type: 'started'; containerId: string; image: string; imageId: string; pool?: PoolOutcome }
   | { type: 'output'; stream: 'stdout' | 'stderr'; data: Buffer };
 
 export interface RunResult {
@@ -69,8 +70,9 @@ export interface RunResult {
   collectError?: { code: string; message: string; entry?: string | undefined } | undefined;
   /**
    * For a team with a warm pool (sandbox.pool.size > 0), how the run got its container: `hit` a warm one,
-   * `miss` none was waiting (or the pool could not be refilled) so it took the cold path, `bypass` the run
-   * cannot use the pool (it has files, or its command and env reach 32 KiB). Unset for a team without a pool.
+   * `miss` none was waiting (or the pool could not be refilled, or Docker failed first) so it took the cold
+   * path, `bypass` the run cannot use the pool (it has files, or its command and env reach 32 KiB). Unset for
+   * a team without a pool, and for session commands.
    */
   pool?: PoolOutcome | undefined;
 }

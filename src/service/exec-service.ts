@@ -9,7 +9,7 @@ import { ApprovalQueue, type Approval, type Clock, type ExecPlan } from '../appr
 import { activeRules, rememberPatterns, type RememberScope, type RememberedRule } from '../approvals/remember.js';
 import { runsArbitraryCode, type PolicyEngine } from '../policy/index.js';
 import type { Decision } from '../policy/types.js';
-import { SCRATCH_DIR, type RunEvent, type RunResult, type Runner } from '../runner/types.js';
+import { SCRATCH_DIR, type PoolOutcome, type RunEvent, type RunResult, type Runner } from '../runner/types.js';
 import { ArtifactStore, type ArtifactInfo } from '../files/artifacts.js';
 import { sanitizeTar, ArchiveError } from '../files/archive.js';
 import { InputStaging, checkCollect, type StagedInput } from './files.js';
@@ -245,6 +245,7 @@ export class ExecService {
       queueDepth: () => Object.fromEntries([...this.quotas].map(([team, q]) => [team, q.depth])),
       poolIdle: () => deps.runner.poolIdle?.() ?? {},
       poolBreakerOpen: () => deps.runner.poolBreakerOpen?.() ?? false,
+      pooledTeams: () => Object.entries(deps.config().teams).flatMap(([name, t]) => (t.sandbox.pool.size > 0 ? [name] : [])),
     };
     this.notifier =
       deps.notifier ??
@@ -543,6 +544,13 @@ export class ExecService {
     const red = { stdout: p.secrets.redactor(), stderr: p.secrets.redactor() };
     let bytesOut = 0;
     let result: RunResult | undefined;
+    /** How the run got its container (warm-pool teams): counted once, when known, even if the client leaves. */
+    let poolCounted = false;
+    const countPool = (outcome: PoolOutcome | undefined): void => {
+      if (!outcome || poolCounted) return;
+      poolCounted = true;
+      this.metrics.poolRuns.inc({ team: p.team.name, result: outcome });
+    };
     this.metrics.containersRunning.inc({ team: p.team.name });
     try {
       for (;;) {
@@ -553,6 +561,7 @@ export class ExecService {
         }
         const e = next.value;
         if (e.type === 'started') {
+          countPool(e.pool);
           this.update(p, { containerId: e.containerId, imageId: e.imageId });
           yield { type: 'started', containerId: e.containerId, image: e.image };
         } else {
@@ -564,6 +573,7 @@ export class ExecService {
     } finally {
       // Reached on normal end and when the consumer stops early: the runner's own finally removes the container.
       if (!result) await gen.return(undefined as never).catch(() => undefined);
+      countPool(result?.pool);
       this.metrics.containersRunning.dec({ team: p.team.name });
       endSession?.();
     }
@@ -582,7 +592,6 @@ export class ExecService {
       yield { type: 'artifact', execId: p.execId, error };
     }
 
-    if (result.pool) this.metrics.poolRequests.inc({ team: p.team.name, result: result.pool });
     const fields = { exitCode: result.exitCode, durationMs: result.durationMs, timedOut: result.timedOut, oomKilled: result.oomKilled, truncated: result.truncated, writeQuotaExceeded: result.writeQuotaExceeded === true, bytesOut };
     if (result.error) {
       if (['docker_unavailable', 'image_missing', 'runtime_unavailable', 'runner_failed'].includes(result.error.code)) this.metrics.dockerErrors.inc({ team: p.team.name, code: result.error.code });

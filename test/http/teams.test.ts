@@ -115,16 +115,32 @@ describe('GET /metrics', () => {
 
   it('counts warm-pool hits, misses and bypasses per team, failed runs too, and shows the circuit breaker', async () => {
     t = await testApp({ exec: { mode: 'allowed' } });
+    const counts = async () =>
+      Object.fromEntries([...(await t.app.inject({ url: '/metrics' })).body.matchAll(/^execgate_pool_runs_total\{team="(\w+)",result="(\w+)"\} (\d+)$/gm)].map((m) => [`${m[1]} ${m[2]}`, Number(m[3])]));
+    // Every team has the default pool (size 2): their counters are there from the start.
+    const zero = { 'default hit': 0, 'default miss': 0, 'default bypass': 0 };
+    expect(await counts()).toEqual({ ...zero, 'data hit': 0, 'data miss': 0, 'data bypass': 0, 'web hit': 0, 'web miss': 0, 'web bypass': 0 });
     const pool: Record<string, PoolOutcome | undefined> = { 'echo a': 'hit', 'echo b': 'hit', 'echo c': 'miss', 'echo d': 'bypass', 'echo e': undefined };
+    // 'echo f' fails in Docker before any container starts: the runner's result says it missed.
     t.runner.behaviour = (s) => (s.command === 'echo f' ? { pool: 'miss', error: { code: 'docker_unavailable', message: 'engine down' } } : { stdout: ['x\n'], pool: pool[s.command] });
     for (const command of ['echo a', 'echo b', 'echo c', 'echo d', 'echo e', 'echo f']) await exec({ command });
     await exec({ command: 'echo a' }, TOKENS.otherAgent);
+    // A run the runner reports nothing for (a session command, a runner without a pool) is not counted.
+    expect(await counts()).toEqual({ ...zero, 'data hit': 2, 'data miss': 2, 'data bypass': 1, 'web hit': 1, 'web miss': 0, 'web bypass': 0 });
+
+    // A consumer that leaves once the container started is counted from the started event, once.
+    t.runner.behaviour = () => ({ stdout: ['x\n'], pool: 'hit', hang: true });
+    const out = t.service.prepare({ team: 'data', visibleTeam: 'data', name: 'agent' }, { command: 'tail -f log' });
+    if (!out.ok) throw new Error('denied');
+    const ac = new AbortController();
+    await t.service.admit(out.prepared, ac.signal);
+    const gen = t.service.run(out.prepared, ac.signal);
+    for (let e = await gen.next(); !e.done && e.value.type !== 'started'; e = await gen.next());
+    await gen.return();
+    expect((await counts())['data hit']).toBe(3);
+
     const metrics = async () => (await t.app.inject({ url: '/metrics' })).body;
-    const counts = (body: string) => Object.fromEntries([...body.matchAll(/^execgate_pool_requests_total\{team="(\w+)",result="(\w+)"\} (\d+)$/gm)].map((m) => [`${m[1]} ${m[2]}`, Number(m[3])]));
-    const body = await metrics();
-    // A run whose team has no pool (the runner reports nothing) is not counted.
-    expect(counts(body)).toEqual({ 'data hit': 2, 'data miss': 2, 'data bypass': 1, 'web hit': 1 });
-    expect(body).toMatch(/^execgate_pool_breaker_open 0$/m);
+    expect(await metrics()).toMatch(/^execgate_pool_breaker_open 0$/m);
     t.runner.breakerOpen = true;
     expect(await metrics()).toMatch(/^execgate_pool_breaker_open 1$/m);
   });

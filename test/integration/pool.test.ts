@@ -30,15 +30,17 @@ function spec(command: string, sandbox: SandboxSettings, over: Partial<RunSpec> 
   return { execId: randomUUID(), team: 'pool', command, cwd: project.path, env: {}, mounts, sandbox, timeoutMs: 20_000, ...over };
 }
 
-async function drive(runner: DockerRunner, s: RunSpec): Promise<{ stdout: string; stderr: string; containerId: string; result: RunResult }> {
+type Started = Extract<RunEvent, { type: 'started' }>;
+
+async function drive(runner: DockerRunner, s: RunSpec): Promise<{ stdout: string; stderr: string; containerId: string; started?: Started; result: RunResult }> {
   const gen = runner.run(s, new AbortController().signal);
   const out = { stdout: '', stderr: '' };
-  let containerId = '';
+  let started: Started | undefined;
   for (;;) {
     const n = await gen.next();
-    if (n.done) return { ...out, containerId, result: n.value };
+    if (n.done) return { ...out, containerId: started?.containerId ?? '', ...(started ? { started } : {}), result: n.value };
     const e: RunEvent = n.value;
-    if (e.type === 'started') containerId = e.containerId;
+    if (e.type === 'started') started = e;
     else out[e.stream] += e.data.toString();
   }
 }
@@ -195,7 +197,7 @@ describe('warm pool on a real engine', () => {
     // "Rebuilt": a commit of an unstarted container of the sandbox image, with one more ENV, under the same tag.
     const built: string[] = [];
     const rebuild = async (generation: string) => {
-      const c = await docker.createContainer({ Image: SANDBOX_IMAGE, Cmd: ['true'], Labels: { [LABEL_INSTANCE]: instance } });
+      const c = await docker.createContainer({ Image: SANDBOX_IMAGE, Cmd: ['true'] });
       try {
         const id = ((await c.commit({ repo: 'execgate/pool-rebuild', tag, changes: [`ENV GENERATION=${generation}`] })) as { Id: string }).Id;
         built.push(id);
@@ -245,22 +247,33 @@ describe('warm pool on a real engine', () => {
     expect(runner.pool.hits).toBe(0);
   });
 
-  it('a run says how it got its container: a big command bypasses the pool, a team without one says nothing', async () => {
+  it('a run says how it got its container: a big command bypasses the pool, a team without one says nothing, a failure before any container missed', async () => {
     const runner = newRunner();
     const sandbox = pooled({ pool: { size: 1, maxIdleMs: 600_000 } });
     await runner.configurePool([{ team: 'pool', sandbox, mounts }]);
     await warmed(runner, 1);
     expect(runner.poolBreakerOpen()).toBe(false);
-    // 32 KiB of command and env or more goes cold: the warm protocol sends the script as one line.
-    const big = await drive(runner, spec(`: ${'x'.repeat(33 * 1024)}; echo big`, sandbox));
-    expect(big.stdout).toBe('big\n');
-    expect(big.result).toMatchObject({ exitCode: 0, pool: 'bypass' });
+    // 32 KiB of command and env or more goes cold: the warm protocol sends the script as one line. Bytes
+    // count: 11 Ki euro signs are 33 KiB.
+    for (const filler of ['x'.repeat(33 * 1024), '€'.repeat(11 * 1024)]) {
+      const big = await drive(runner, spec(`: ${filler}; echo big`, sandbox));
+      expect(big.stdout).toBe('big\n');
+      expect(big.result).toMatchObject({ exitCode: 0, pool: 'bypass' });
+      expect(big.started?.pool).toBe('bypass');
+    }
     expect(runner.pool.idleCount()).toBe(1);
     const hit = await drive(runner, spec('echo warm', sandbox));
     expect(hit.result).toMatchObject({ exitCode: 0, pool: 'hit' });
+    expect(hit.started?.pool).toBe('hit');
     const none = await drive(runner, spec('echo cold', sandboxSettings(), { team: 'nopool' }));
     expect(none.stdout).toBe('cold\n');
     expect(none.result.pool).toBeUndefined();
+    expect(none.started).toBeDefined();
+    expect(none.started?.pool).toBeUndefined();
+    // A run that fails before any container (its image is gone) missed the pool.
+    const gone = await drive(runner, spec('echo never', pooled({ image: `execgate/no-such-image:${randomUUID().slice(0, 8)}` })));
+    expect(gone.result).toMatchObject({ error: { code: 'image_missing' }, pool: 'miss' });
+    expect(gone.started).toBeUndefined();
   });
 
   it("pool containers are gone after shutdown, and after a crash the next instance's reaper removes them", async () => {

@@ -30,7 +30,7 @@ export class FakeRunner implements Runner {
     if (b.error) return { exitCode: null, durationMs: 0, timedOut: false, oomKilled: false, truncated: false, error: b.error, pool: b.pool };
     this.live++;
     try {
-      yield { type: 'started', containerId: `fake_${this.runs.length}`, image: spec.sandbox.image, imageId: 'sha256:fake' };
+      yield { type: 'started', containerId: `fake_${this.runs.length}`, image: spec.sandbox.image, imageId: 'sha256:fake', ...(b.pool ? { pool: b.pool } : {}) };
       for (const c of b.stdout ?? []) yield { type: 'output', stream: 'stdout', data: Buffer.from(c) };
       for (const c of b.stderr ?? []) yield { type: 'output', stream: 'stderr', data: Buffer.from(c) };
       if (b.hang) {
