@@ -54,10 +54,12 @@ async function latencies(n: number, fn: () => Promise<void>): Promise<number[]> 
  * pool's stock of ready containers, the previous cell's removals still under way), then for `seconds`, and
  * what completes in that window counts.
  */
-async function throughput(concurrency: number, seconds: number, fn: () => Promise<void>, warmupMs = 2000): Promise<number> {
+async function throughput(concurrency: number, seconds: number, fn: () => Promise<void>, atWindow?: () => Promise<void>, warmupMs = 2000): Promise<number> {
   const start = Date.now() + warmupMs;
   const deadline = start + seconds * 1000;
   let done = 0;
+  // Called as the counted window opens and as it closes (a snapshot of the service's counters, say).
+  const edges = atWindow ? [start, deadline].map((at) => sleep(at - Date.now()).then(atWindow)) : [];
   await Promise.all(
     Array.from({ length: concurrency }, async () => {
       while (Date.now() < deadline) {
@@ -67,6 +69,7 @@ async function throughput(concurrency: number, seconds: number, fn: () => Promis
       }
     }),
   );
+  await Promise.all(edges);
   return done / seconds;
 }
 
@@ -166,6 +169,12 @@ async function main(): Promise<void> {
     }
     throw new Error(`the pool did not refill to ${POOL} in 4 s: a "pooled" sample would be a cold run`);
   };
+  /** The pooled team's warm-pool counters (execgate_pool_runs_total): runs that found a warm container, and not. */
+  const poolRuns = async (): Promise<{ hit: number; miss: number }> => {
+    const text = await (await fetch(`${url}/metrics`)).text();
+    const count = (result: string) => Number(new RegExp(`^execgate_pool_runs_total\\{team="pooled",result="${result}"\\} (\\d+)$`, 'm').exec(text)?.[1] ?? NaN);
+    return { hit: count('hit'), miss: count('miss') };
+  };
 
   try {
     process.stderr.write('bench: warming up\n');
@@ -196,16 +205,27 @@ async function main(): Promise<void> {
     for (const c of CONCURRENCY) {
       const sides: Record<string, () => Promise<void>> = { dockerRun, dockerApi: direct.one, cold: exec('cold'), pooled: exec('pooled') };
       const rates: Record<string, number[]> = {};
+      // Pooled runs in the counted windows that found a warm container, and those that went cold.
+      const warm = { hit: 0, miss: 0 };
       // Rounds alternate the sides, so that the engine's drift over minutes (±7% here) falls on all of them.
       for (let r = 0; r < ROUNDS; r++) {
         for (const [side, fn] of Object.entries(sides)) {
+          let opened: { hit: number; miss: number } | undefined;
+          const atWindow = async () => {
+            const now = await poolRuns();
+            if (!opened) opened = now;
+            else for (const k of ['hit', 'miss'] as const) warm[k] += now[k] - opened[k];
+          };
           if (side === 'pooled') await pooledOne();
-          (rates[side] ??= []).push(await throughput(c, SECONDS / ROUNDS, fn));
+          (rates[side] ??= []).push(await throughput(c, SECONDS / ROUNDS, fn, side === 'pooled' ? atWindow : undefined));
           if (side === 'dockerApi') await direct.settle();
         }
       }
       // Equal rounds: the mean of their rates is what completed over all of them per second.
-      tput[`c${c}`] = Object.fromEntries(Object.entries(rates).map(([side, xs]) => [side, xs.reduce((a, b) => a + b, 0) / xs.length]));
+      tput[`c${c}`] = {
+        ...Object.fromEntries(Object.entries(rates).map(([side, xs]) => [side, xs.reduce((a, b) => a + b, 0) / xs.length])),
+        pooledWarmShare: warm.hit / (warm.hit + warm.miss),
+      };
     }
     results.throughput = tput;
     }
@@ -328,12 +348,13 @@ async function main(): Promise<void> {
     `  execgate cold path over HTTP         ${f1(l.cold.p50).padStart(7)}  ${f1(l.cold.p90).padStart(7)}  ${f1(l.cold.p99).padStart(7)}   ${f2(l.coldRatio.p50)} / ${f2(l.coldRatio.p90)} / ${f2(l.coldRatio.p99)}`,
     `  execgate pooled over HTTP            ${f1(l.pooled.p50).padStart(7)}  ${f1(l.pooled.p90).padStart(7)}  ${f1(l.pooled.p99).padStart(7)}   ${f2(l.pooledRatio.p50)} / ${f2(l.pooledRatio.p90)} / ${f2(l.pooledRatio.p99)}`,
     '',
-    `throughput, commands/s (${SECONDS} s each)   docker run   Docker API     cold   pooled   pooled / docker run, / Docker API`,
+    `throughput, commands/s (${SECONDS} s each)   docker run   Docker API     cold   pooled   pooled / docker run, / Docker API   warm`,
     ...CONCURRENCY.map((c) => {
       const r = t[`c${c}`]!;
-      return `  concurrency ${c}                     ${f1(r.dockerRun!).padStart(10)} ${f1(r.dockerApi!).padStart(12)} ${f1(r.cold!).padStart(8)} ${f1(r.pooled!).padStart(8)}   ${f2(r.pooled! / r.dockerRun!)}, ${f2(r.pooled! / r.dockerApi!)}`;
+      return `  concurrency ${c}                     ${f1(r.dockerRun!).padStart(10)} ${f1(r.dockerApi!).padStart(12)} ${f1(r.cold!).padStart(8)} ${f1(r.pooled!).padStart(8)}   ${f2(r.pooled! / r.dockerRun!)}, ${f2(r.pooled! / r.dockerApi!)}${`${Math.round(r.pooledWarmShare! * 100)}%`.padStart(24)}`;
     }),
-    `  (Docker API: the service's sandboxes created and run straight over the Docker API, no gateway)`,
+    `  (Docker API: the service's sandboxes created and run straight over the Docker API, no gateway;`,
+    `   warm: the share of the pooled column's runs that found a warm container, from execgate_pool_runs_total)`,
     '',
     `streaming ${STREAM_MB} MB stdout, MB/s (median of ${st.rounds})   ratio to docker run`,
     `  docker run --log-driver none | wc -c      ${f1(st.dockerRunLogNoneMBs).padStart(6)}`,
