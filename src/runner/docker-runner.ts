@@ -56,7 +56,24 @@ export interface PoolTemplate {
 }
 
 /** A command and its env of this many bytes or more take the cold path, whatever the pool holds. */
-export const WARM_SCRIPT_MAX_BYTES = 32 * 1024;
+const WARM_SCRIPT_MAX_BYTES = 32 * 1024;
+
+/**
+ * The promise `map` holds for `key`, or a new one from `load`, kept until it rejects (a failed lookup is
+ * asked again next time). One lookup serves every caller that comes while it is under way.
+ */
+function cached<K, V>(map: Map<K, Promise<V>>, key: K, load: () => Promise<V>): Promise<V> {
+  let p = map.get(key);
+  if (!p) {
+    const loading = load();
+    loading.catch(() => {
+      if (map.get(key) === loading) map.delete(key);
+    });
+    map.set(key, loading);
+    p = loading;
+  }
+  return p;
+}
 
 /** Everything fixed when a container is created; two runs with the same key can use the same warm pool. */
 export function poolKey(team: string, s: SandboxSettings, mounts: readonly AllowedPath[], network: string, imageId: string): string {
@@ -563,33 +580,19 @@ export class DockerRunner implements Runner {
 
   /** Whether dockerd's runtime of this name is gVisor (runtimeIsGvisor); cached, refreshed by ready(). */
   private isGvisor(runtime: string): Promise<boolean> {
-    let p = this.gvisorRuntimes.get(runtime);
-    if (!p) {
-      p = (this.docker.info() as Promise<{ Runtimes?: Record<string, DockerRuntimeInfo> }>).then(
-        (info) => runtimeIsGvisor(runtime, info.Runtimes?.[runtime]),
-        () => {
-          // dockerd cannot say: by the name alone, and ask again next time.
-          this.gvisorRuntimes.delete(runtime);
-          return runtimeIsGvisor(runtime, undefined);
-        },
-      );
-      this.gvisorRuntimes.set(runtime, p);
-    }
-    return p;
+    return cached(this.gvisorRuntimes, runtime, () =>
+      (this.docker.info() as Promise<{ Runtimes?: Record<string, DockerRuntimeInfo> }>).then((info) => runtimeIsGvisor(runtime, info.Runtimes?.[runtime])),
+    ).catch(() => runtimeIsGvisor(runtime, undefined)); // dockerd cannot say: by the name alone, and ask again next time
   }
 
   /** The image id (sha256 digest) a tag names, cached; the reaper's tick forgets the cache. */
   imageId(image: string): Promise<string> {
-    let p = this.imageIds.get(image);
-    if (!p) {
-      p = this.docker
+    return cached(this.imageIds, image, () =>
+      this.docker
         .getImage(image)
         .inspect()
-        .then((i) => i.Id);
-      p.catch(() => this.imageIds.delete(image));
-      this.imageIds.set(image, p);
-    }
-    return p;
+        .then((i) => i.Id),
+    );
   }
 
   /**
@@ -597,27 +600,21 @@ export class DockerRunner implements Runner {
    * team's sandboxes cannot reach another's.
    */
   teamNetwork(team: string): Promise<string> {
-    let p = this.networks.get(team);
-    if (!p) {
+    return cached(this.networks, team, async () => {
       const name = teamNetworkName(team);
-      p = (async () => {
-        try {
-          await this.docker.getNetwork(name).inspect();
-        } catch (err) {
-          if ((err as DockerError).statusCode !== 404) throw err;
-          await this.docker
-            .createNetwork({ Name: name, Driver: 'bridge', CheckDuplicate: true, Labels: { [LABEL_MANAGED]: 'true', [LABEL_TEAM]: team } })
-            .catch((e: DockerError) => {
-              if (e.statusCode !== 409) throw e; // created concurrently: fine
-            });
-          this.log.info({ team, network: name }, 'created team network');
-        }
-        return name;
-      })();
-      p.catch(() => this.networks.delete(team));
-      this.networks.set(team, p);
-    }
-    return p;
+      try {
+        await this.docker.getNetwork(name).inspect();
+      } catch (err) {
+        if ((err as DockerError).statusCode !== 404) throw err;
+        await this.docker
+          .createNetwork({ Name: name, Driver: 'bridge', CheckDuplicate: true, Labels: { [LABEL_MANAGED]: 'true', [LABEL_TEAM]: team } })
+          .catch((e: DockerError) => {
+            if (e.statusCode !== 409) throw e; // created concurrently: fine
+          });
+        this.log.info({ team, network: name }, 'created team network');
+      }
+      return name;
+    });
   }
 
   async ready(images: string[]): Promise<ReadyState> {

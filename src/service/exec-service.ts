@@ -544,13 +544,8 @@ export class ExecService {
     const red = { stdout: p.secrets.redactor(), stderr: p.secrets.redactor() };
     let bytesOut = 0;
     let result: RunResult | undefined;
-    /** How the run got its container (warm-pool teams): counted once, when known, even if the client leaves. */
-    let poolCounted = false;
-    const countPool = (outcome: PoolOutcome | undefined): void => {
-      if (!outcome || poolCounted) return;
-      poolCounted = true;
-      this.metrics.poolRuns.inc({ team: p.team.name, result: outcome });
-    };
+    /** How the run got its container (warm-pool teams), from its started event: a client may leave before the result. */
+    let pool: PoolOutcome | undefined;
     this.metrics.containersRunning.inc({ team: p.team.name });
     try {
       for (;;) {
@@ -561,7 +556,7 @@ export class ExecService {
         }
         const e = next.value;
         if (e.type === 'started') {
-          countPool(e.pool);
+          pool = e.pool;
           this.update(p, { containerId: e.containerId, imageId: e.imageId });
           yield { type: 'started', containerId: e.containerId, image: e.image };
         } else {
@@ -573,7 +568,8 @@ export class ExecService {
     } finally {
       // Reached on normal end and when the consumer stops early: the runner's own finally removes the container.
       if (!result) await gen.return(undefined as never).catch(() => undefined);
-      countPool(result?.pool);
+      const outcome = result?.pool ?? pool;
+      if (outcome) this.metrics.poolRuns.inc({ team: p.team.name, result: outcome });
       this.metrics.containersRunning.dec({ team: p.team.name });
       endSession?.();
     }
